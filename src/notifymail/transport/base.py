@@ -1,0 +1,224 @@
+"""What every transport shares: the envelope, the server's reply, the delivery result, and
+the abstract :class:`Transport` whose subclasses implement one method, ``deliver``.
+
+Who receives a message is the envelope's business, never a header's: the ``Bcc`` header
+is not even serialised.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import logging
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import EmailMessage
+from functools import cached_property
+from types import MappingProxyType, TracebackType
+from typing import Any
+
+from typing_extensions import Self
+
+from notifymail.errors import DeliveryError
+
+__all__ = ["Delivery", "Envelope", "Reply", "Transport"]
+
+logger = logging.getLogger("notifymail.transport")
+
+_WIRE_POLICY = email_policy.SMTP
+_WIRE_POLICY_UTF8 = email_policy.SMTPUTF8
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """An SMTP reply: ``str(Reply(550, "5.1.1 No such user"))`` is ``"550 5.1.1 No such user"``."""
+
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.code} {self.text}".rstrip()
+
+    @property
+    def is_transient(self) -> bool:
+        """A 4xx reply: the same request may succeed later."""
+        return 400 <= self.code < 500
+
+    @property
+    def is_permanent(self) -> bool:
+        """A 5xx reply: the same request will fail again."""
+        return 500 <= self.code < 600
+
+
+def _needs_smtputf8(address: str) -> bool:
+    local_part = address.rpartition("@")[0]
+    return not local_part.isascii()
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """One SMTP transaction: the envelope sender, the recipients, and the message.
+
+    ``recipients`` alone decide who receives the message; its ``To`` and ``Cc`` headers
+    are for display. A ``Bcc`` header, if the message has one, is never serialised.
+    """
+
+    sender: str
+    recipients: tuple[str, ...]
+    message: EmailMessage = field(repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.recipients, str):
+            raise TypeError("Envelope.recipients must be a tuple of addresses, not a str")
+        if not isinstance(self.recipients, tuple):
+            object.__setattr__(self, "recipients", tuple(self.recipients))
+        if not self.recipients:
+            raise ValueError("an Envelope needs at least one recipient")
+
+    @property
+    def needs_smtputf8(self) -> bool:
+        """Whether an address has a non-ASCII local part, which only SMTPUTF8 can carry."""
+        return any(map(_needs_smtputf8, (self.sender, *self.recipients)))
+
+    @property
+    def message_id(self) -> str:
+        """The ``Message-ID`` header, or ``""`` when the message has none."""
+        return str(self.message.get("Message-ID", ""))
+
+    @cached_property
+    def raw(self) -> bytes:
+        """The message as sent on the wire: CRLF line ends, no ``Bcc`` header.
+
+        Headers are 7-bit (RFC 2047 encoded) unless an address needs SMTPUTF8.
+        Serialised once, on first use.
+        """
+        message = self.message
+        if "Bcc" in message:
+            message = copy.copy(message)
+            del message["Bcc"]
+        wire_policy = _WIRE_POLICY_UTF8 if self.needs_smtputf8 else _WIRE_POLICY
+        return message.as_bytes(policy=wire_policy)
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """What the server did with one envelope: who accepted it and who was refused, and why."""
+
+    message_id: str
+    accepted: tuple[str, ...]
+    refused: Mapping[str, Reply] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "accepted", tuple(self.accepted))
+        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
+
+    @property
+    def ok(self) -> bool:
+        """True when no recipient was refused."""
+        return not self.refused
+
+
+class Transport(abc.ABC):
+    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+
+    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager
+    (which opens once and closes at exit), logging, and a lock so that a transport
+    shared by threads delivers one envelope at a time. ``open`` and ``close`` do
+    nothing unless overridden; outside a ``with`` block each ``send`` and
+    ``send_many`` call opens and closes around itself.
+    """
+
+    _lock: threading.RLock
+    _open_count: int
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Set here rather than in __init__ so a subclass that forgets super().__init__()
+        # still gets a working lock.
+        instance = super().__new__(cls)
+        instance._lock = threading.RLock()
+        instance._open_count = 0
+        return instance
+
+    @abc.abstractmethod
+    def deliver(self, envelope: Envelope) -> Delivery:
+        """Deliver one envelope.
+
+        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
+        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        including when every recipient was refused.
+        """
+
+    def open(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Prepare for delivery (connect, log in). Called once per ``with`` block."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+
+    def send(self, envelope: Envelope) -> Delivery:
+        """Deliver one envelope and return what the server did with it."""
+        with self._lock, self._opened():
+            return self._deliver_logged(envelope)
+
+    def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
+        """Deliver envelopes in order, over one connection where the transport has one.
+
+        Stops at the first envelope that fails as a whole and raises its error, whose
+        ``deliveries`` then holds the deliveries made before it.
+        """
+        deliveries: list[Delivery] = []
+        with self._lock, self._opened():
+            for envelope in envelopes:
+                try:
+                    deliveries.append(self._deliver_logged(envelope))
+                except DeliveryError as error:
+                    error.deliveries = tuple(deliveries)
+                    raise
+        return deliveries
+
+    def __enter__(self) -> Self:
+        with self._lock:
+            if self._open_count == 0:
+                self.open()
+            self._open_count += 1
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        with self._lock:
+            self._open_count -= 1
+            if self._open_count == 0:
+                self.close()
+
+    @contextmanager
+    def _opened(self) -> Iterator[None]:
+        with self:
+            yield
+
+    def _deliver_logged(self, envelope: Envelope) -> Delivery:
+        name = type(self).__name__
+        try:
+            delivery = self.deliver(envelope)
+        except DeliveryError as error:
+            logger.warning(
+                "%s: %s failed for %d recipient(s): %s",
+                name,
+                envelope.message_id or "message",
+                len(envelope.recipients),
+                error,
+            )
+            raise
+        logger.debug(
+            "%s: %s accepted by %d, refused by %d",
+            name,
+            delivery.message_id or "message",
+            len(delivery.accepted),
+            len(delivery.refused),
+        )
+        return delivery
