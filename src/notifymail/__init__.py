@@ -18,6 +18,20 @@ from notifymail.errors import (
     TemporaryFailure,
     TlsError,
 )
+from notifymail.mailer import DeliveryReport, Mailer
+from notifymail.message import Attachment, Message, Notification
+from notifymail.policy import (
+    Batch,
+    Directory,
+    InMemoryDirectory,
+    Person,
+    apply_changes,
+    can_manage_email,
+    check_recipients,
+    entitlements,
+    plan_delivery,
+    suggest_recipients,
+)
 from notifymail.settings import (
     DeliverySettings,
     Deployment,
@@ -35,27 +49,42 @@ from notifymail.settings import (
     SuggestionMode,
 )
 from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+from notifymail.transport.console import ConsoleTransport
+from notifymail.transport.memory import MemoryTransport, Sent
+from notifymail.transport.smtp import SmtpTransport
+from notifymail.verify import VerifyResult, verify_smtp
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Attachment",
     "AuthenticationFailed",
+    "Batch",
     "ConfigError",
     "ConnectionFailed",
+    "ConsoleTransport",
     "Delivery",
     "DeliveryError",
+    "DeliveryReport",
     "DeliverySettings",
     "Deployment",
+    "Directory",
     "EmailSettings",
     "Envelope",
     "Feature",
     "FeatureNotAvailable",
     "Hosting",
+    "InMemoryDirectory",
     "InvalidMessage",
+    "Mailer",
     "ManagedService",
+    "MemoryTransport",
+    "Message",
+    "Notification",
     "NotifymailError",
     "PermanentFailure",
     "PermissionDenied",
+    "Person",
     "Plan",
     "RecipientNotAllowed",
     "RecipientPolicy",
@@ -64,9 +93,19 @@ __all__ = [
     "Secret",
     "Security",
     "SenderSettings",
+    "Sent",
     "SmtpSettings",
+    "SmtpTransport",
     "SuggestionMode",
     "TemporaryFailure",
     "TlsError",
     "Transport",
+    "VerifyResult",
+    "apply_changes",
+    "can_manage_email",
+    "check_recipients",
+    "entitlements",
+    "plan_delivery",
+    "suggest_recipients",
+    "verify_smtp",
 ]

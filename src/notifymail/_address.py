@@ -47,7 +47,7 @@ def normalize_domain(domain: str) -> str:
     """Return ``domain`` as :func:`normalize_address` would store it, or raise ValueError."""
     if not isinstance(domain, str):
         raise ValueError(f"a domain must be a str, not {type(domain).__name__}")
-    candidate = domain.strip().lower()
+    candidate = domain.strip()
     if not candidate or "@" in candidate:
         raise ValueError(f"{domain!r} is not a domain name")
     try:

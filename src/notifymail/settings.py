@@ -489,9 +489,13 @@ class Deployment:
         _set(self, "hosting", _enum(Hosting, "hosting", self.hosting))
         _set(self, "plan", _enum(Plan, "plan", self.plan))
         if self.plan is Plan.OSS and self.hosting is Hosting.CLOUD:
-            raise _invalid("plan", "oss is self-hosted only; Cloud plans are starter, pro, enterprise")
+            raise _invalid(
+                "plan", "oss is self-hosted only; Cloud plans are starter, pro, enterprise"
+            )
         if self.plan is Plan.STARTER and self.hosting is Hosting.SELF_HOSTED:
-            raise _invalid("plan", "starter is Cloud only; self-hosted plans are oss, pro, enterprise")
+            raise _invalid(
+                "plan", "starter is Cloud only; self-hosted plans are oss, pro, enterprise"
+            )
 
     @property
     def is_cloud(self) -> bool:
@@ -573,7 +577,9 @@ class EmailSettings:
         if self.recipients.approved_domains:
             _require_feature(deployment, Feature.EMAIL_ALLOW_LIST, "recipients.approved_domains")
         if self.recipients.suggestions is not SuggestionMode.ALL:
-            _require_feature(deployment, Feature.EMAIL_RESTRICT_RECIPIENTS, "recipients.suggestions")
+            _require_feature(
+                deployment, Feature.EMAIL_RESTRICT_RECIPIENTS, "recipients.suggestions"
+            )
         if self.use_custom_smtp:
             _require_feature(deployment, Feature.CLOUD_CUSTOM_SMTP, "use_custom_smtp")
             if self.smtp is None:
@@ -620,7 +626,8 @@ def _check_cloud_custom_server(smtp: SmtpSettings) -> None:
     if smtp.security not in _CLOUD_CUSTOM_SECURITY:
         raise _invalid(
             "smtp.security",
-            f"{smtp.security.value} is not allowed for a custom server on Cloud (ssl, tls, starttls)",
+            f"{smtp.security.value} is not allowed for a custom server on Cloud "
+            "(ssl, tls, starttls)",
         )
 
 
@@ -638,6 +645,25 @@ def _smtp_variables(prefix: str, suffix: str = "") -> dict[str, str]:
 _PLAIN_SMTP: Final = _smtp_variables("MB_EMAIL_SMTP")
 _OVERRIDE_SMTP: Final = _smtp_variables("MB_EMAIL_SMTP", "_OVERRIDE")
 _MANAGED_SMTP: Final = _smtp_variables("MB_EMAIL_MANAGED_SMTP")
+
+# Every variable and the settings field it sets, so errors name both.
+ENV_VARIABLES: Final[Mapping[str, str]] = {
+    **{variable: f"smtp.{name}" for name, variable in _PLAIN_SMTP.items()},
+    **{variable: f"smtp.{name}" for name, variable in _OVERRIDE_SMTP.items()},
+    "MB_SMTP_OVERRIDE_ENABLED": "use_custom_smtp",
+    "MB_EMAIL_FROM_ADDRESS": "sender.from_address",
+    "MB_EMAIL_FROM_NAME": "sender.from_name",
+    "MB_EMAIL_REPLY_TO": "sender.reply_to",
+    "MB_BCC_ENABLED": "delivery.bcc_enabled",
+    "MB_EMAIL_MAX_RECIPIENTS_PER_MESSAGE": "delivery.max_recipients_per_message",
+    "MB_EMAIL_MAX_RECIPIENTS_PER_SECOND": "delivery.max_recipients_per_second",
+    "MB_SUBSCRIPTION_ALLOWED_DOMAINS": "recipients.approved_domains",
+    "MB_USER_VISIBILITY": "recipients.suggestions",
+    "MB_EMAIL_HOSTING": "deployment.hosting",
+    "MB_EMAIL_PLAN": "deployment.plan",
+    **{variable: f"managed.smtp.{name}" for name, variable in _MANAGED_SMTP.items()},
+    "MB_EMAIL_MANAGED_FROM_ADDRESS": "managed.from_address",
+}
 
 
 @contextmanager
@@ -657,6 +683,7 @@ def _blame(variables: Mapping[str, str]) -> Iterator[None]:
         else:
             message = f"{env_var}: {message}"
         error.args = (message,)
+        error.field = ENV_VARIABLES[env_var]
         error.env_var = env_var
         raise
 
@@ -675,8 +702,8 @@ class _EnvReader:
         value = self._environ.get(name)
         return None if value is None else value.strip()
 
-    def _fail(self, name: str, problem: str, field_name: str | None = None) -> ConfigError:
-        return ConfigError(f"{name}: {problem}", field=field_name, env_var=name)
+    def _fail(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(f"{name}: {problem}", field=ENV_VARIABLES[name], env_var=name)
 
     def _int(self, name: str, what: str) -> int | None:
         value = self._get(name)
@@ -752,17 +779,23 @@ class _EnvReader:
         from_address = self._get("MB_EMAIL_MANAGED_FROM_ADDRESS")
         if smtp is None:
             if from_address is not None:
-                raise self._fail(_MANAGED_SMTP["host"], "is not set, but MB_EMAIL_MANAGED_FROM_ADDRESS is")
+                raise self._fail(
+                    _MANAGED_SMTP["host"], "is not set, but MB_EMAIL_MANAGED_FROM_ADDRESS is"
+                )
             return None
         if from_address is None:
-            raise self._fail("MB_EMAIL_MANAGED_FROM_ADDRESS", "is not set; the managed service needs it")
+            raise self._fail(
+                "MB_EMAIL_MANAGED_FROM_ADDRESS", "is not set; the managed service needs it"
+            )
         with _blame({"from_address": "MB_EMAIL_MANAGED_FROM_ADDRESS"}):
             return ManagedService(smtp=smtp, from_address=from_address)
 
     def _sender(self) -> SenderSettings:
         from_address = self._get("MB_EMAIL_FROM_ADDRESS")
         if from_address is None:
-            raise self._fail("MB_EMAIL_FROM_ADDRESS", "is not set; the sender's address is required")
+            raise self._fail(
+                "MB_EMAIL_FROM_ADDRESS", "is not set; the sender's address is required"
+            )
         with _blame(
             {
                 "from_address": "MB_EMAIL_FROM_ADDRESS",

@@ -69,6 +69,7 @@ class Envelope:
     sender: str
     recipients: tuple[str, ...]
     message: EmailMessage = field(repr=False, compare=False)
+    smtputf8: bool = False
 
     def __post_init__(self) -> None:
         if isinstance(self.recipients, str):
@@ -80,8 +81,11 @@ class Envelope:
 
     @property
     def needs_smtputf8(self) -> bool:
-        """Whether an address has a non-ASCII local part, which only SMTPUTF8 can carry."""
-        return any(map(_needs_smtputf8, (self.sender, *self.recipients)))
+        """Whether an address has a non-ASCII local part, which only SMTPUTF8 can carry.
+
+        ``smtputf8=True`` says so for an address only the headers hold (a ``Reply-To``).
+        """
+        return self.smtputf8 or any(map(_needs_smtputf8, (self.sender, *self.recipients)))
 
     @property
     def message_id(self) -> str:

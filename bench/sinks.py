@@ -1,0 +1,116 @@
+"""SMTP sinks for the benchmarks, each run in a process of its own on 127.0.0.1.
+
+``asyncio``: a minimal server that answers every command at once, so the server's cost
+does not hide the client's. ``aiosmtpd``: a real SMTP server with a discarding handler.
+
+    python bench/sinks.py asyncio 127.0.0.1 2525
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+
+_EHLO = (
+    b"250-sink.localhost\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
+    b"250 SIZE 104857600\r\n"
+)
+
+
+async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.write(b"220 sink.localhost ESMTP\r\n")
+    try:
+        while line := await reader.readline():
+            verb = line[:4].upper()
+            if verb in (b"EHLO",):
+                writer.write(_EHLO)
+            elif verb == b"DATA":
+                writer.write(b"354 go ahead\r\n")
+                await reader.readuntil(b"\r\n.\r\n")
+                writer.write(b"250 2.0.0 queued\r\n")
+            elif verb == b"QUIT":
+                writer.write(b"221 bye\r\n")
+                await writer.drain()
+                break
+            else:
+                writer.write(b"250 ok\r\n")
+            await writer.drain()
+    except (ConnectionError, asyncio.IncompleteReadError):
+        pass
+    finally:
+        writer.close()
+
+
+async def _serve_asyncio(host: str, port: int) -> None:
+    server = await asyncio.start_server(_handle, host, port, limit=2**24)
+    async with server:
+        await server.serve_forever()
+
+
+def _serve_aiosmtpd(host: str, port: int) -> None:
+    from aiosmtpd.controller import Controller
+
+    class Discard:
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:  # noqa: N802
+            return "250 2.0.0 queued"
+
+    controller = Controller(Discard(), hostname=host, port=port, enable_SMTPUTF8=True)
+    controller.start()
+    try:
+        signal.sigwait({signal.SIGTERM, signal.SIGINT})
+    finally:
+        controller.stop()
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (aiosmtpd cannot bind port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_sink(kind: str) -> Iterator[int]:
+    """Start a sink process of ``kind`` and yield its port; stop it afterwards."""
+    port = free_port()
+    process = subprocess.Popen(  # noqa: S603 - our own script
+        [sys.executable, os.path.abspath(__file__), kind, "127.0.0.1", str(port)],
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as probe:
+                    if probe.recv(64).startswith(b"220"):
+                        break
+            except OSError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"the {kind} sink did not start") from None
+                time.sleep(0.05)
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def main() -> None:
+    kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    if kind == "asyncio":
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve_asyncio(host, port))
+    elif kind == "aiosmtpd":
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+        _serve_aiosmtpd(host, port)
+    else:
+        raise SystemExit(f"unknown sink {kind!r}: asyncio or aiosmtpd")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""A pytest plugin, so a host application's tests see what would have been sent.
+
+Registered through the ``pytest11`` entry point, it gives every test a fresh
+``mail_outbox`` and a ``mailer`` wired to it; no test ever monkeypatches smtplib.
+Override ``notifymail_settings`` or ``notifymail_directory`` in a host's ``conftest.py``
+to test with its own settings and people. The ``mailer`` runs on a fake clock, so
+retries and the throttle cost a test no real time.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from notifymail.mailer import Mailer
+from notifymail.policy import Directory, InMemoryDirectory
+from notifymail.settings import EmailSettings, SenderSettings
+from notifymail.transport.memory import MemoryTransport, Sent
+
+__all__ = [
+    "mail_outbox",
+    "mail_transport",
+    "mailer",
+    "notifymail_directory",
+    "notifymail_settings",
+]
+
+
+class _FakeClock:
+    """Time that passes only when slept through."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def notifymail_settings() -> EmailSettings:
+    """The ``mailer``'s settings: self-hosted OSS, from notifications@example.com."""
+    return EmailSettings(sender=SenderSettings(from_address="notifications@example.com"))
+
+
+@pytest.fixture
+def notifymail_directory() -> Directory:
+    """The ``mailer``'s directory of account holders: empty, so everyone is an outsider."""
+    return InMemoryDirectory()
+
+
+@pytest.fixture
+def mail_transport() -> MemoryTransport:
+    """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
+    return MemoryTransport()
+
+
+@pytest.fixture
+def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
+    """Everything ``mailer`` handed over during this test, one :class:`Sent` per envelope."""
+    return mail_transport.outbox
+
+
+@pytest.fixture
+def mailer(
+    notifymail_settings: EmailSettings,
+    notifymail_directory: Directory,
+    mail_transport: MemoryTransport,
+) -> Mailer:
+    """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
+    clock = _FakeClock()
+    return Mailer(
+        notifymail_settings,
+        transport=mail_transport,
+        directory=notifymail_directory,
+        clock=clock,
+        sleep=clock.sleep,
+    )

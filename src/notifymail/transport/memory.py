@@ -1,0 +1,158 @@
+"""A transport that keeps what it would have sent, for the host's own tests.
+
+Each message is rendered to bytes exactly as SMTP would send it, so a header error
+surfaces in a test rather than in production, and read back as a receiver would, so a
+test asserts on what people would see. Failures are scripted, never simulated at random.
+"""
+
+from __future__ import annotations
+
+import copy
+import email
+import threading
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.headerregistry import AddressHeader
+from email.message import EmailMessage
+
+from typing_extensions import override
+
+from notifymail._address import address_key, normalize_address
+from notifymail.errors import PermanentFailure, TemporaryFailure
+from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+
+__all__ = ["MemoryTransport", "Sent", "read_back"]
+
+_NO_SUCH_USER = Reply(550, "5.1.1 No such user")
+
+
+def read_back(envelope: Envelope) -> EmailMessage:
+    """Parse ``envelope.raw`` as a receiver would (``email.policy.default``).
+
+    Line ends are read as ``\n``, as a mail client stores them, so text bodies compare
+    equal to Python strings. An SMTPUTF8 message is decoded as UTF-8 first, so its headers
+    read back as text rather than as surrogate escapes.
+    """
+    raw = envelope.raw.replace(b"\r\n", b"\n")
+    if envelope.needs_smtputf8:
+        parsed = email.message_from_string(
+            raw.decode("utf-8", "surrogateescape"), policy=email_policy.default
+        )
+    else:
+        parsed = email.message_from_bytes(raw, policy=email_policy.default)
+    assert isinstance(parsed, EmailMessage)  # noqa: S101 - guaranteed by policy.default
+    return parsed
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One envelope as the memory transport received it, and as a receiver would read it.
+
+    ``recipients`` are the envelope recipients that were accepted. ``to`` and ``cc`` are
+    the addresses in those headers, normalised as notifymail stores addresses (Unicode
+    domains), so they compare equal to what the host passed in. ``text`` and ``html`` are
+    the bodies as received, or ``None``: line ends are ``\n`` and composition ends each
+    body with one, so ``"Hello"`` reads back as ``"Hello\n"``.
+    """
+
+    envelope: Envelope
+    raw: bytes = field(repr=False)
+    message: EmailMessage = field(repr=False, compare=False)
+    recipients: tuple[str, ...]
+    to: tuple[str, ...]
+    cc: tuple[str, ...]
+    subject: str
+    text: str | None = field(repr=False)
+    html: str | None = field(repr=False)
+
+
+def _record(envelope: Envelope, accepted: tuple[str, ...]) -> Sent:
+    """``envelope`` read back as its recipients would see it."""
+    message = read_back(envelope)
+    return Sent(
+        envelope=envelope,
+        raw=envelope.raw,
+        message=message,
+        recipients=accepted,
+        to=_header_addresses(message, "To"),
+        cc=_header_addresses(message, "Cc"),
+        subject=str(message.get("Subject", "")),
+        text=_body(message, "plain"),
+        html=_body(message, "html"),
+    )
+
+
+def _header_addresses(message: EmailMessage, name: str) -> tuple[str, ...]:
+    header = message.get(name)
+    if not isinstance(header, AddressHeader):
+        return ()
+    addresses = []
+    for address in header.addresses:
+        try:
+            addresses.append(normalize_address(address.addr_spec))
+        except ValueError:
+            addresses.append(address.addr_spec)
+    return tuple(addresses)
+
+
+def _body(message: EmailMessage, subtype: str) -> str | None:
+    part = message.get_body(preferencelist=(subtype,))
+    if part is None or part.get_content_subtype() != subtype:
+        return None
+    content = part.get_content()
+    return content if isinstance(content, str) else None
+
+
+class MemoryTransport(Transport):
+    """Keeps every delivered envelope in :attr:`outbox`; never opens a socket.
+
+    ``outbox`` belongs to the instance. Script failures with :meth:`fail_next` (the next
+    envelopes raise) and :meth:`refuse` (those recipients are refused from now on).
+    """
+
+    def __init__(self) -> None:
+        self.outbox: list[Sent] = []
+        self._outbox_lock = threading.Lock()
+        self._failures: list[BaseException] = []
+        self._refused: dict[str, Reply] = {}
+
+    def clear(self) -> None:
+        """Empty the outbox; scripted failures and refusals stay."""
+        with self._outbox_lock:
+            self.outbox.clear()
+
+    def fail_next(self, error: BaseException, times: int = 1) -> None:
+        """Make the next ``times`` envelopes raise ``error`` (a copy of it each time)."""
+        if times < 1:
+            raise ValueError("times must be 1 or more")
+        with self._outbox_lock:
+            self._failures.extend([error] * times)
+
+    def refuse(self, *addresses: str, reply: Reply = _NO_SUCH_USER) -> None:
+        """Refuse ``addresses`` (case-insensitive) with ``reply`` in every later envelope."""
+        keys = [address_key(normalize_address(address)) for address in addresses]
+        with self._outbox_lock:
+            self._refused.update(dict.fromkeys(keys, reply))
+
+    @override
+    def deliver(self, envelope: Envelope) -> Delivery:
+        envelope.raw  # noqa: B018 - render first, as SMTP would, so header errors surface
+        with self._outbox_lock:
+            failure = self._failures.pop(0) if self._failures else None
+            refusals = dict(self._refused)
+        if failure is not None:
+            raise copy.copy(failure)
+        refused = {
+            recipient: refusals[address_key(recipient)]
+            for recipient in envelope.recipients
+            if address_key(recipient) in refusals
+        }
+        accepted = tuple(r for r in envelope.recipients if r not in refused)
+        if not accepted:
+            reply = next(iter(refused.values()))
+            error_class = TemporaryFailure if reply.is_transient else PermanentFailure
+            raise error_class(f"every recipient was refused: {reply}", reply=reply)
+        sent = _record(envelope, accepted)
+        with self._outbox_lock:
+            self.outbox.append(sent)
+        return Delivery(envelope.message_id, accepted, refused)

@@ -1,0 +1,207 @@
+"""MemoryTransport: the outbox, what a Sent holds, and scripted failures."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+import notifymail as nm
+from notifymail.message import compose, compose_notification
+from notifymail.policy import Batch
+
+SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme")
+
+
+def envelope(*to: str, **fields: object) -> nm.Envelope:
+    message = nm.Message(
+        to=list(to or ["ann@example.com"]),
+        subject=str(fields.pop("subject", "Hi")),
+        text=fields.pop("text", "Hello"),  # type: ignore[arg-type]
+        **fields,  # type: ignore[arg-type]
+    )
+    return compose(message, SENDER)
+
+
+def test_each_transport_has_its_own_outbox() -> None:
+    first, second = nm.MemoryTransport(), nm.MemoryTransport()
+    first.send(envelope())
+    assert len(first.outbox) == 1
+    assert second.outbox == []
+
+
+def test_deliver_accepts_everyone_and_records_the_envelope() -> None:
+    transport = nm.MemoryTransport()
+    sent_envelope = envelope("ann@example.com", cc=["bob@example.com"], bcc=["cat@example.com"])
+    delivery = transport.send(sent_envelope)
+    assert delivery.ok
+    assert delivery.message_id == sent_envelope.message_id
+    assert delivery.accepted == ("ann@example.com", "bob@example.com", "cat@example.com")
+    (sent,) = transport.outbox
+    assert sent.envelope is sent_envelope
+    assert sent.raw == sent_envelope.raw
+
+
+def test_sent_fields_read_the_message_back() -> None:
+    transport = nm.MemoryTransport()
+    transport.send(
+        envelope(
+            "ann@bücher.de",
+            "bob@example.com",
+            cc=["cat@example.com"],
+            bcc=["dan@example.com"],
+            subject="Grüße",
+            text="Plain ü",
+            html="<p>Rich</p>",
+        )
+    )
+    (sent,) = transport.outbox
+    assert sent.to == ("ann@bücher.de", "bob@example.com")
+    assert sent.cc == ("cat@example.com",)
+    assert sent.recipients == (
+        "ann@bücher.de",
+        "bob@example.com",
+        "cat@example.com",
+        "dan@example.com",
+    )
+    assert sent.subject == "Grüße"
+    assert sent.text == "Plain ü\n"
+    assert sent.html == "<p>Rich</p>\n"
+    assert sent.message["Message-ID"] == sent.envelope.message_id
+    assert "Bcc" not in sent.message
+
+
+def test_sent_body_is_none_when_the_message_lacks_it() -> None:
+    transport = nm.MemoryTransport()
+    transport.send(envelope(text=None, html="<p>only html</p>"))
+    (sent,) = transport.outbox
+    assert sent.text is None
+    assert sent.html == "<p>only html</p>\n"
+
+
+def test_sent_of_a_hidden_batch_has_no_to_addresses() -> None:
+    notification = nm.Notification(["ann@example.com", "bob@example.com"], "N", text="x")
+    (hidden,) = compose_notification(
+        notification, SENDER, [Batch(("ann@example.com", "bob@example.com"), hidden=True)]
+    )
+    transport = nm.MemoryTransport()
+    transport.send(hidden)
+    (sent,) = transport.outbox
+    assert sent.to == ()
+    assert sent.cc == ()
+    assert sent.recipients == ("ann@example.com", "bob@example.com")
+
+
+def test_smtputf8_headers_read_back_as_text() -> None:
+    transport = nm.MemoryTransport()
+    transport.send(envelope("jösé@example.com", subject="Olé"))
+    (sent,) = transport.outbox
+    assert sent.envelope.needs_smtputf8
+    assert sent.to == ("jösé@example.com",)
+    assert sent.message["To"].addresses[0].username == "jösé"
+    assert sent.subject == "Olé"
+
+
+def test_clear_empties_the_outbox_in_place() -> None:
+    transport = nm.MemoryTransport()
+    outbox = transport.outbox
+    transport.send(envelope())
+    transport.clear()
+    assert transport.outbox is outbox
+    assert outbox == []
+
+
+def test_concurrent_sends_from_threads_are_all_recorded() -> None:
+    transport = nm.MemoryTransport()
+    envelopes = [envelope(f"user{i}@example.com") for i in range(80)]
+    start = threading.Barrier(8)
+
+    def work(share: list[nm.Envelope]) -> None:
+        start.wait()
+        for item in share:
+            transport.send(item)
+
+    threads = [threading.Thread(target=work, args=(envelopes[i::8],)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(s.recipients[0] for s in transport.outbox) == sorted(
+        e.recipients[0] for e in envelopes
+    )
+
+
+def test_fail_next_raises_for_that_many_envelopes_then_delivers() -> None:
+    transport = nm.MemoryTransport()
+    transport.fail_next(nm.ConnectionFailed("connection refused"), times=2)
+    for _ in range(2):
+        with pytest.raises(nm.ConnectionFailed, match="connection refused") as info:
+            transport.send(envelope())
+        assert info.value.retryable
+    assert transport.outbox == []
+    assert transport.send(envelope()).ok
+    assert len(transport.outbox) == 1
+
+
+def test_fail_next_error_keeps_its_reply() -> None:
+    transport = nm.MemoryTransport()
+    reply = nm.Reply(451, "4.3.0 try later")
+    transport.fail_next(nm.TemporaryFailure("451 try later", reply=reply))
+    with pytest.raises(nm.TemporaryFailure) as info:
+        transport.send(envelope())
+    assert info.value.reply == reply
+
+
+def test_fail_next_in_send_many_reports_the_deliveries_before_it() -> None:
+    transport = nm.MemoryTransport()
+    transport.send(envelope())
+    transport.fail_next(nm.PermanentFailure("554 rejected"))
+    with pytest.raises(nm.PermanentFailure) as info:
+        transport.send_many([envelope(), envelope()])
+    assert info.value.deliveries == ()
+    assert len(transport.outbox) == 1
+
+
+def test_fail_next_refuses_a_non_positive_count() -> None:
+    with pytest.raises(ValueError, match="times"):
+        nm.MemoryTransport().fail_next(nm.ConnectionFailed("x"), times=0)
+
+
+def test_refuse_partially_returns_the_refusals_case_insensitively() -> None:
+    transport = nm.MemoryTransport()
+    transport.refuse("BOB@Example.com")
+    delivery = transport.send(envelope("ann@example.com", "bob@example.com"))
+    assert not delivery.ok
+    assert delivery.accepted == ("ann@example.com",)
+    assert delivery.refused == {"bob@example.com": nm.Reply(550, "5.1.1 No such user")}
+    (sent,) = transport.outbox
+    assert sent.recipients == ("ann@example.com",)
+    assert sent.to == ("ann@example.com", "bob@example.com")
+
+
+def test_refusing_everyone_with_5xx_is_a_permanent_failure() -> None:
+    transport = nm.MemoryTransport()
+    transport.refuse("ann@example.com")
+    with pytest.raises(nm.PermanentFailure) as info:
+        transport.send(envelope("ann@example.com"))
+    assert info.value.reply == nm.Reply(550, "5.1.1 No such user")
+    assert not info.value.retryable
+    assert transport.outbox == []
+
+
+def test_refusing_everyone_with_4xx_is_a_temporary_failure() -> None:
+    transport = nm.MemoryTransport()
+    busy = nm.Reply(452, "4.2.2 Mailbox full")
+    transport.refuse("ann@example.com", "bob@example.com", reply=busy)
+    with pytest.raises(nm.TemporaryFailure) as info:
+        transport.send(envelope("ann@example.com", "bob@example.com"))
+    assert info.value.reply == busy
+    assert info.value.retryable
+
+
+def test_refuse_applies_to_every_later_envelope() -> None:
+    transport = nm.MemoryTransport()
+    transport.refuse("bob@example.com")
+    for _ in range(3):
+        delivery = transport.send(envelope("ann@example.com", "bob@example.com"))
+        assert list(delivery.refused) == ["bob@example.com"]

@@ -1,0 +1,114 @@
+"""The pytest plugin: fixtures a host's tests get just by installing notifymail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import notifymail as nm
+
+pytest_plugins = ["pytester"]
+
+HOST_TESTS = """
+import time
+
+import notifymail as nm
+
+
+def alert(*recipients):
+    return nm.Notification(list(recipients), "Disk full", text="The disk is full.")
+
+
+def test_sends_one_alert(mailer, mail_outbox):
+    mailer.notify(alert("ops@example.com"))
+    assert [sent.to for sent in mail_outbox] == [("ops@example.com",)]
+
+
+def test_next_test_sees_an_empty_outbox(mail_outbox):
+    assert mail_outbox == []
+
+
+def test_retries_cost_no_real_time(mailer, mail_transport, mail_outbox):
+    mail_transport.fail_next(nm.TemporaryFailure("451 try later"), times=5)
+    started = time.monotonic()
+    report = mailer.notify(alert("ops@example.com"))
+    assert report.ok
+    assert len(mail_outbox) == 1
+    assert time.monotonic() - started < 1.0
+
+
+def test_expects_mail_that_was_never_sent(mail_outbox):
+    assert len(mail_outbox) == 1
+"""
+
+
+def test_host_tests_get_a_fresh_outbox_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_host=HOST_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    # The last host test expects mail that was never sent: the outbox is not vacuous.
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*test_expects_mail_that_was_never_sent*"])
+
+
+def test_host_overrides_the_settings_in_its_conftest(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        import notifymail as nm
+
+        @pytest.fixture
+        def notifymail_settings():
+            return nm.EmailSettings(sender=nm.SenderSettings(from_address="bi@host.example"))
+
+        @pytest.fixture
+        def notifymail_directory():
+            return nm.InMemoryDirectory([nm.Person("a@host.example"), nm.Person("b@host.example")])
+        """
+    )
+    pytester.makepyfile(
+        test_host="""
+        import notifymail as nm
+
+        def test_uses_host_settings_and_people(mailer, mail_outbox):
+            mailer.notify(nm.Notification(["a@host.example", "b@host.example"], "Hi", text="x"))
+            [sent] = mail_outbox
+            assert sent.envelope.sender == "bi@host.example"
+            assert sent.recipients == ("a@host.example", "b@host.example")
+            assert sent.message["To"] == "undisclosed-recipients:;"
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_plugin_is_registered_through_the_entry_point(pytestconfig: pytest.Config) -> None:
+    assert pytestconfig.pluginmanager.has_plugin("notifymail")
+
+
+def test_mailer_fixture_delivers_into_mail_outbox(
+    mailer: nm.Mailer, mail_transport: nm.MemoryTransport, mail_outbox: list[nm.Sent]
+) -> None:
+    assert mailer.transport is mail_transport
+    assert mail_outbox is mail_transport.outbox
+    report = mailer.send_test_email("you@example.com")
+    assert report.accepted == ("you@example.com",)
+    assert [sent.envelope.sender for sent in mail_outbox] == ["notifications@example.com"]
+
+
+def test_default_settings_are_self_hosted_oss(notifymail_settings: nm.EmailSettings) -> None:
+    assert notifymail_settings.deployment == nm.Deployment()
+    assert notifymail_settings.active_sender.from_address == "notifications@example.com"
+    assert notifymail_settings.active_smtp is None
+
+
+def test_importing_notifymail_imports_neither_pytest_nor_the_plugin() -> None:
+    code = (
+        "import sys, notifymail; "
+        "print('pytest' in sys.modules, 'notifymail.testing' in sys.modules)"
+    )
+    result = subprocess.run(  # noqa: S603 - a fixed command line
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.split() == ["False", "False"]

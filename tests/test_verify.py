@@ -1,0 +1,138 @@
+"""verify_smtp against real servers: each failure lands on the form field to fix."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+import notifymail as nm
+from smtp_servers import free_port
+
+USERS = {"robot": "s3cret-Passw0rd"}
+WRONG_HOST = {"host": "Wrong host or port", "port": "Wrong host or port"}
+
+
+def test_working_settings_verify_without_sending_anything(smtp_server, server_tls, client_tls):
+    server = smtp_server(starttls=server_tls, users=USERS)
+    settings = server.settings(username="robot", password=USERS["robot"])
+
+    result = nm.verify_smtp(settings, ssl_context=client_tls)
+
+    assert result == nm.VerifyResult(
+        ok=True, errors={}, security=nm.Security.STARTTLS, corrected=False
+    )
+    assert server.handler.commands == ["EHLO", "STARTTLS", "EHLO", "AUTH", "QUIT"]
+    assert server.handler.messages == []
+
+
+def test_wrong_password_is_reported_on_username_and_password(smtp_server, server_tls, client_tls):
+    server = smtp_server(starttls=server_tls, users=USERS)
+    settings = server.settings(username="robot", password="wrong")
+
+    result = nm.verify_smtp(settings, ssl_context=client_tls)
+
+    assert not result.ok
+    assert dict(result.errors) == {
+        "username": "Wrong username or password",
+        "password": "Wrong username or password",
+    }
+
+
+def test_nothing_listening_is_reported_on_host_and_port():
+    settings = nm.SmtpSettings(host="127.0.0.1", port=free_port(), timeout=1.0)
+
+    result = nm.verify_smtp(settings)
+
+    assert not result.ok
+    assert dict(result.errors) == WRONG_HOST
+    assert result.security is nm.Security.NONE
+
+
+def test_silent_server_is_reported_on_host_and_port(silent_server):
+    result = nm.verify_smtp(silent_server().settings(timeout=0.3))
+
+    assert dict(result.errors) == WRONG_HOST
+
+
+def test_untrusted_certificate_is_reported_on_security(smtp_server, server_tls):
+    server = smtp_server(implicit_tls=server_tls)
+
+    result = nm.verify_smtp(server.settings())  # the system store does not know the CA
+
+    assert dict(result.errors) == {"security": "TLS certificate not trusted"}
+
+
+def test_missing_starttls_is_reported_on_security(smtp_server, client_tls):
+    server = smtp_server()
+
+    result = nm.verify_smtp(server.settings(security="starttls"), ssl_context=client_tls)
+
+    assert dict(result.errors) == {"security": "Server does not offer STARTTLS"}
+    assert "MAIL" not in server.handler.commands
+
+
+def test_autocorrect_finds_the_mode_the_server_speaks(smtp_server, server_tls, client_tls):
+    server = smtp_server(starttls=server_tls, users=USERS)
+    # SSL against a STARTTLS port: the handshake fails; TLS, tried next, works.
+    settings = server.settings(security="ssl", username="robot", password=USERS["robot"])
+
+    result = nm.verify_smtp(settings, autocorrect=True, ssl_context=client_tls)
+
+    assert result == nm.VerifyResult(ok=True, errors={}, security=nm.Security.TLS, corrected=True)
+
+
+def test_autocorrect_tries_ssl_last(smtp_server, server_tls, client_tls):
+    server = smtp_server(implicit_tls=server_tls)
+    # Plain SMTP, TLS and STARTTLS all wait for a greeting the TLS port never sends.
+    settings = server.settings(security="none", timeout=0.2)
+
+    result = nm.verify_smtp(settings, autocorrect=True, ssl_context=client_tls)
+
+    assert (result.ok, result.security, result.corrected) == (True, nm.Security.SSL, True)
+
+
+def test_autocorrect_keeps_a_working_configured_mode(smtp_server, server_tls, client_tls):
+    server = smtp_server(implicit_tls=server_tls)
+
+    result = nm.verify_smtp(server.settings(), autocorrect=True, ssl_context=client_tls)
+
+    assert (result.ok, result.security, result.corrected) == (True, nm.Security.SSL, False)
+
+
+def test_autocorrect_reports_the_configured_modes_errors_when_nothing_works(
+    smtp_server, client_tls
+):
+    # Plain only, AUTH offered in plaintext: STARTTLS is missing, TLS would have to send
+    # the password unencrypted, SSL fails its handshake.
+    server = smtp_server(users=USERS, auth_require_tls=False)
+    settings = server.settings(security="starttls", username="robot", password=USERS["robot"])
+
+    result = nm.verify_smtp(settings, autocorrect=True, ssl_context=client_tls)
+
+    assert result == nm.VerifyResult(
+        ok=False,
+        errors={"security": "Server does not offer STARTTLS"},
+        security=nm.Security.STARTTLS,
+        corrected=False,
+    )
+    assert server.handler.logins == []
+
+
+def test_tls_handshake_with_a_plain_server_is_reported_on_host_and_port(smtp_server, client_tls):
+    server = smtp_server()
+
+    result = nm.verify_smtp(server.settings(security="ssl"), ssl_context=client_tls)
+
+    assert dict(result.errors) == WRONG_HOST
+
+
+def test_verify_result_is_immutable():
+    result = nm.VerifyResult(
+        ok=False, errors={"host": "x"}, security=nm.Security.NONE, corrected=False
+    )
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        result.ok = True  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        result.errors["port"] = "y"  # type: ignore[index]
