@@ -66,7 +66,7 @@ class ScriptedTransport(nm.Transport):
         if len(refused) == len(envelope.recipients):
             first = next(iter(refused.values()))
             error = nm.TemporaryFailure if first.is_transient else nm.PermanentFailure
-            raise error(f"every recipient refused: {first}", reply=first)
+            raise error(f"every recipient refused: {first}", reply=first, refused=refused)
         accepted = tuple(a for a in envelope.recipients if a not in refused)
         return nm.Delivery(envelope.message_id, accepted, refused)
 
@@ -274,9 +274,13 @@ def test_every_recipient_is_in_exactly_one_outcome() -> None:
     report = mailer.notify(alert())
 
     assert set(report.accepted) == {"ann@example.com", OUTSIDERS[1]}
-    assert set(report.refused) == {"bob@example.com", "cat@example.com"}
-    # An envelope whose every recipient is refused fails as a whole.
-    assert set(report.failed) == {OUTSIDERS[0]}
+    # An outsider alone in its envelope, refused by the server, is refused, not failed.
+    assert dict(report.refused) == {
+        "bob@example.com": nm.Reply(550, "5.1.1 no"),
+        "cat@example.com": later,
+        OUTSIDERS[0]: nm.Reply(554, "5.7.1 rejected"),
+    }
+    assert not report.failed
     outcomes = [*report.accepted, *report.refused, *report.failed]
     assert sorted(outcomes) == sorted((*HOLDERS, *OUTSIDERS))
 
@@ -635,3 +639,33 @@ def test_a_with_block_whose_connection_fails_at_entry_still_delivers() -> None:
     assert report.ok
     assert len(transport.outbox) == 2
     assert transport.opened - 1 == transport.closed  # every open that worked was closed
+
+
+def test_send_raises_when_its_only_recipient_is_refused() -> None:
+    transport = MemoryTransport()
+    transport.refuse("ann@example.com")
+    mailer = mailer_on(transport, FakeClock())
+    with pytest.raises(nm.PermanentFailure) as info:
+        mailer.send(nm.Message(to=["ann@example.com"], subject="Reset", text="Reset it"))
+    assert dict(info.value.refused) == {"ann@example.com": nm.Reply(550, "5.1.1 No such user")}
+    assert transport.outbox == []
+
+
+def test_with_block_runs_on_when_the_server_is_down_and_sends_connect_on_their_own() -> None:
+    class DownThenUp(MemoryTransport):
+        def __init__(self) -> None:
+            super().__init__()
+            self.opens = 0
+
+        def open(self) -> None:
+            self.opens += 1
+            if self.opens == 1:
+                raise nm.ConnectionFailed("connection refused")
+
+    transport = DownThenUp()
+    mailer = mailer_on(transport, FakeClock())
+    with mailer:
+        report = mailer.notify(alert(*HOLDERS))
+    assert report.ok
+    assert transport.opens == 2
+    assert transport._open_count == 0

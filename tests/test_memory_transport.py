@@ -197,6 +197,7 @@ def test_refusing_everyone_with_4xx_is_a_temporary_failure() -> None:
         transport.send(envelope("ann@example.com", "bob@example.com"))
     assert info.value.reply == busy
     assert info.value.retryable
+    assert info.value.refused == {"ann@example.com": busy, "bob@example.com": busy}
 
 
 def test_refuse_applies_to_every_later_envelope() -> None:

@@ -339,6 +339,10 @@ def test_every_recipient_refused_fails_by_the_first_refusal_and_resets(
         transport.send(make_envelope(recipients=("cy@example.com",)))
 
     assert str(caught.value.reply) == first
+    assert {a: str(r) for a, r in caught.value.refused.items()} == {
+        "ann@example.com": first,
+        "bob@example.com": second,
+    }
     assert "DATA" in server.handler.commands
     assert server.handler.commands.index("RSET") < server.handler.commands.index("DATA")
     assert server.handler.connections == 1

@@ -7,14 +7,18 @@ email-validator is imported on first use: it costs more start-up time than smtpl
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 
-_CONTROL_CHARACTERS = ("\r", "\n", "\0")
+# CR, LF and NUL are the characters of header injection. The other C0 controls but TAB,
+# DEL, and what str.splitlines() breaks on are refused too: the email package either
+# rejects them in mid-value or writes them raw into a header.
+_CONTROL_CHARACTER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 
 
 def has_control_character(value: str) -> bool:
-    """Whether ``value`` holds CR, LF or NUL: the characters of header injection."""
-    return any(character in value for character in _CONTROL_CHARACTERS)
+    """Whether ``value`` holds a line break, NUL or another control character (TAB is fine)."""
+    return _CONTROL_CHARACTER.search(value) is not None
 
 
 @lru_cache(maxsize=16384)

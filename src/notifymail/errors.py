@@ -8,7 +8,7 @@
     ├── InvalidMessage(NotifymailError, ValueError)
     ├── PermissionDenied
     ├── RecipientNotAllowed                         .refused  (address -> reason)
-    └── DeliveryError                               .reply, .retryable, .deliveries
+    └── DeliveryError                               .reply, .retryable, .deliveries, .refused
         ├── ConnectionFailed        retryable
         ├── TlsError                not retryable
         ├── AuthenticationFailed    not retryable
@@ -110,6 +110,8 @@ class DeliveryError(NotifymailError):
     ``reply`` is the server's reply when there was one. ``retryable`` says whether the
     same attempt may succeed later; the retry loop reads this flag and nothing else.
     ``deliveries`` holds what :meth:`Transport.send_many` delivered before this error.
+    ``refused`` maps each recipient to its reply when the envelope failed because the
+    server refused every recipient; it is empty for every other failure.
     """
 
     default_retryable = False
@@ -121,11 +123,13 @@ class DeliveryError(NotifymailError):
         reply: Reply | None = None,
         retryable: bool | None = None,
         deliveries: Iterable[Delivery] = (),
+        refused: Mapping[str, Reply] | None = None,
     ) -> None:
         super().__init__(message)
         self.reply = reply
         self.retryable = self.default_retryable if retryable is None else retryable
         self.deliveries: tuple[Delivery, ...] = tuple(deliveries)
+        self.refused: Mapping[str, Reply] = MappingProxyType(dict(refused or {}))
 
 
 class ConnectionFailed(DeliveryError):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
-from notifymail.errors import ConfigError, DeliveryError, PermanentFailure, TemporaryFailure
+from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification, compose, compose_notification
 from notifymail.policy import (
     Directory,
@@ -147,8 +147,7 @@ class Mailer:
         self._sleep = sleep
         rate = settings.delivery.max_recipients_per_second
         self._throttle = None if rate is None else _Throttle(rate, clock, sleep)
-        self._entries_lock = threading.Lock()
-        self._unopened_entries = 0
+        self._entered = threading.local()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transport={type(self.transport).__name__})"
@@ -163,8 +162,9 @@ class Mailer:
             self.transport.__enter__()
         except DeliveryError as error:
             logger.warning("could not connect now, each send will try again: %s", error)
-            with self._entries_lock:
-                self._unopened_entries += 1
+            self._entries().append(False)
+        else:
+            self._entries().append(True)
         return self
 
     def __exit__(
@@ -173,11 +173,15 @@ class Mailer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        with self._entries_lock:
-            if self._unopened_entries:
-                self._unopened_entries -= 1
-                return
-        self.transport.__exit__(exc_type, exc, traceback)
+        if self._entries().pop():
+            self.transport.__exit__(exc_type, exc, traceback)
+
+    def _entries(self) -> list[bool]:
+        """This thread's open ``with`` blocks: whether each one opened the transport."""
+        entries: list[bool] | None = getattr(self._entered, "stack", None)
+        if entries is None:
+            entries = self._entered.stack = []
+        return entries
 
     def send(self, message: Message) -> DeliveryReport:
         """Send system mail (a password reset, an invitation) as one envelope.
@@ -252,8 +256,9 @@ class Mailer:
     def _hand_over(self, envelope: Envelope, tally: _Tally) -> DeliveryError | None:
         """Deliver one envelope with retries, record the outcome in ``tally``.
 
-        Only recipients that have not accepted are ever tried again. Returns the error
-        that left recipients in ``failed``, if any.
+        Only recipients that have not accepted are ever tried again: the whole envelope
+        after a retryable error, the recipients alone after a 4xx refusal. Returns the
+        last error when no recipient of a try accepted, else None.
         """
         retry = self.settings.delivery.retry
         pending = envelope
@@ -261,41 +266,36 @@ class Mailer:
         while True:
             if self._throttle is not None:
                 self._throttle.admit(len(pending.recipients))
+            error: DeliveryError | None = None
             try:
                 delivery = self.transport.send(pending)
-            except DeliveryError as error:
-                if error.retryable and attempt < retry.max_attempts:
-                    logger.debug("attempt %d failed, will retry: %s", attempt, error)
-                elif pending is not envelope and (reply := _refusal(error)) is not None:
-                    # Recipients already refused at RCPT: a transport reports "all of
-                    # them refused again" as an error, whose reply is the last word.
-                    tally.refused.update(dict.fromkeys(pending.recipients, reply))
-                    return None
-                else:
+            except DeliveryError as raised:
+                error = raised
+                if not error.refused:  # the envelope as a whole failed
+                    if error.retryable and attempt < retry.max_attempts:
+                        logger.debug("attempt %d failed, will retry: %s", attempt, error)
+                        self._sleep(retry.delay(attempt))
+                        attempt += 1
+                        continue
                     tally.failed.update(dict.fromkeys(pending.recipients, error))
                     return error
+                # The server refused every recipient: the same as a delivery to no one.
+                delivery = Delivery(pending.message_id, accepted=(), refused=error.refused)
             else:
                 tally.deliveries.append(delivery)
-                tally.accepted.update(dict.fromkeys(delivery.accepted))
-                tally.refused.update(delivery.refused)
-                again = tuple(
-                    address for address, reply in delivery.refused.items() if reply.is_transient
-                )
-                if not again or attempt >= retry.max_attempts:
-                    return None
-                for address in again:
-                    del tally.refused[address]
-                logger.debug("attempt %d: %d recipient(s) refused for now", attempt, len(again))
-                pending = dataclasses.replace(envelope, recipients=again)
+            tally.accepted.update(dict.fromkeys(delivery.accepted))
+            tally.refused.update(delivery.refused)
+            again = tuple(
+                address for address, reply in delivery.refused.items() if reply.is_transient
+            )
+            if not again or attempt >= retry.max_attempts:
+                return error
+            for address in again:
+                del tally.refused[address]
+            logger.debug("attempt %d: %d recipient(s) refused for now", attempt, len(again))
+            pending = dataclasses.replace(envelope, recipients=again)
             self._sleep(retry.delay(attempt))
             attempt += 1
-
-
-def _refusal(error: DeliveryError) -> Reply | None:
-    """The server's reply when ``error`` is a refusal (4xx or 5xx), else None."""
-    if isinstance(error, (TemporaryFailure, PermanentFailure)):
-        return error.reply
-    return None
 
 
 def _no_server() -> ConfigError:

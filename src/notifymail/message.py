@@ -21,7 +21,13 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from notifymail._address import address_key, ascii_domain, domain_of, normalize_address
+from notifymail._address import (
+    address_key,
+    ascii_domain,
+    domain_of,
+    has_control_character,
+    normalize_address,
+)
 from notifymail.errors import InvalidMessage
 from notifymail.transport.base import Envelope
 
@@ -57,10 +63,6 @@ class _HeaderRegistry(HeaderRegistry):
 # goes through any server, 8BITMIME or not; only SMTPUTF8 headers are ever 8-bit.
 _POLICY = email_policy.default.clone(cte_type="7bit", header_factory=_HeaderRegistry())
 
-# C0 controls but TAB, DEL, and what str.splitlines() breaks on: CR, LF and NUL are the
-# injection characters; the others are refused too because the email package either
-# rejects them in mid-value or writes them raw into a header.
-_FORBIDDEN_IN_HEADER = re.compile("[\x00-\x08\x0a-\x1f\x7f\x85\u2028\u2029]")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _MIMETYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
 _CONTENT_ID = re.compile(r"[!-;=?-~]+")
@@ -93,7 +95,7 @@ def _header_value(name: str, value: object) -> str:
     """Return ``value`` if it may go into header ``name``, else raise InvalidMessage."""
     if not isinstance(value, str):
         raise InvalidMessage(f"{name}: must be a str, not {type(value).__name__}")
-    if _FORBIDDEN_IN_HEADER.search(value):
+    if has_control_character(value):
         raise InvalidMessage(f"{name}: {value!r} contains a line break, NUL or control character")
     return value
 

@@ -182,7 +182,7 @@ def _text(field_name: str, value: object, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str):
         raise _invalid(field_name, f"must be a str, not {type(value).__name__}")
     if has_control_character(value):
-        raise _invalid(field_name, "must not contain CR, LF or NUL")
+        raise _invalid(field_name, "must not contain a line break, NUL or control character")
     if not empty_ok and not value.strip():
         raise _invalid(field_name, "must not be empty")
     return value
@@ -311,7 +311,9 @@ class SmtpSettings:
         if password is not None:
             _instance("password", password, Secret)
             if has_control_character(password.reveal()):
-                raise _invalid("password", "must not contain CR, LF or NUL")
+                raise _invalid(
+                    "password", "must not contain a line break, NUL or control character"
+                )
         _set(self, "password", password)
         if (self.username is None) != (password is None):
             missing = "password" if password is None else "username"

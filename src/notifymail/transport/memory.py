@@ -151,7 +151,9 @@ class MemoryTransport(Transport):
         if not accepted:
             reply = next(iter(refused.values()))
             error_class = TemporaryFailure if reply.is_transient else PermanentFailure
-            raise error_class(f"every recipient was refused: {reply}", reply=reply)
+            raise error_class(
+                f"every recipient was refused: {reply}", reply=reply, refused=refused
+            )
         sent = _record(envelope, accepted)
         with self._outbox_lock:
             self.outbox.append(sent)

@@ -14,7 +14,7 @@ import re
 import smtplib
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import NoReturn
 
@@ -50,11 +50,12 @@ def _reply(code: int, text: bytes | str) -> Reply:
     return Reply(code, " ".join(text.split("\n")))
 
 
-def _by_code(message: str, reply: Reply) -> DeliveryError:
+def _by_code(
+    message: str, reply: Reply, refused: Mapping[str, Reply] | None = None
+) -> DeliveryError:
     """A refusal as an error: 4xx is temporary, anything else permanent."""
-    if reply.is_transient:
-        return TemporaryFailure(message, reply=reply)
-    return PermanentFailure(message, reply=reply)
+    error_class = TemporaryFailure if reply.is_transient else PermanentFailure
+    return error_class(message, reply=reply, refused=refused)
 
 
 def _timed_out(error: BaseException) -> bool:
@@ -374,7 +375,7 @@ class SmtpTransport(Transport):
             first = next(iter(refused.values()))
             count = len(refused)
             message = f"{self._server} refused every recipient ({count}); the first: {first}"
-            raise _by_code(message, first)
+            raise _by_code(message, first, refused)
         return accepted, refused
 
     def _data(self, connection: smtplib.SMTP, envelope: Envelope) -> None:
