@@ -174,6 +174,9 @@ class Secret:
 # --- field checks: each returns the clean value or raises ConfigError naming the field ---
 
 
+_NO_CONTROL_CHARACTERS: Final = "must not contain a line break, NUL or control character"
+
+
 def _invalid(field_name: str, problem: str) -> ConfigError:
     return ConfigError(f"{field_name}: {problem}", field=field_name)
 
@@ -182,7 +185,7 @@ def _text(field_name: str, value: object, *, empty_ok: bool = False) -> str:
     if not isinstance(value, str):
         raise _invalid(field_name, f"must be a str, not {type(value).__name__}")
     if has_control_character(value):
-        raise _invalid(field_name, "must not contain a line break, NUL or control character")
+        raise _invalid(field_name, _NO_CONTROL_CHARACTERS)
     if not empty_ok and not value.strip():
         raise _invalid(field_name, "must not be empty")
     return value
@@ -311,9 +314,7 @@ class SmtpSettings:
         if password is not None:
             _instance("password", password, Secret)
             if has_control_character(password.reveal()):
-                raise _invalid(
-                    "password", "must not contain a line break, NUL or control character"
-                )
+                raise _invalid("password", _NO_CONTROL_CHARACTERS)
         _set(self, "password", password)
         if (self.username is None) != (password is None):
             missing = "password" if password is None else "username"
