@@ -45,3 +45,72 @@ def error_handling() -> str | None:
     except nm.ConfigError as error:
         return error.env_var or error.field
     return None
+
+
+class QueueTransport(nm.Transport):
+    """A transport of a host's own: one method to implement."""
+
+    def __init__(self) -> None:
+        self.queued: list[bytes] = []
+
+    def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+        self.queued.append(envelope.raw)
+        return nm.Delivery(envelope.message_id, envelope.recipients)
+
+
+def mailer_usage(settings: nm.EmailSettings) -> tuple[nm.DeliveryReport, nm.DeliveryReport]:
+    people = nm.InMemoryDirectory([nm.Person("ann@example.com", groups={"sales"})])
+    directory: nm.Directory = people
+    with nm.Mailer(settings, transport=QueueTransport(), directory=directory) as mailer:
+        system = mailer.send(
+            nm.Message(
+                ["ann@example.com"],
+                "Reset your password",
+                text="Follow the link.",
+                attachments=[nm.Attachment("logo.png", b"\x89PNG", "image/png", "logo")],
+            )
+        )
+        alert = mailer.notify(
+            nm.Notification(
+                ["ann@example.com"],
+                "Alert",
+                html="<p>Hi</p>",
+                headers={"List-Unsubscribe": "<https://example.com/u>"},
+            )
+        )
+        suggested: list[nm.Person] = mailer.suggest_recipients(nm.Person("ann@example.com"))
+        mailer.check_recipients(suggested[0], ["bob@example.com"], existing=())
+    return system, alert
+
+
+def report_usage(report: nm.DeliveryReport) -> list[str]:
+    lines = [f"{address}: {reply.code}" for address, reply in report.refused.items()]
+    for address, error in report.failed.items():
+        retry_later: bool = error.retryable
+        lines.append(f"{address}: {error} {retry_later}")
+    return lines
+
+
+def memory_usage() -> str | None:
+    transport = nm.MemoryTransport()
+    transport.refuse("bob@example.com", reply=nm.Reply(550, "5.1.1 No such user"))
+    transport.fail_next(nm.TemporaryFailure("451 try later"), times=2)
+    sent: list[nm.Sent] = transport.outbox
+    return sent[0].subject if sent else None
+
+
+def policy_usage(settings: nm.EmailSettings, actor: nm.Person) -> nm.EmailSettings:
+    batches: list[nm.Batch] = nm.plan_delivery(["a@example.com"], nm.InMemoryDirectory(), settings)
+    assert all(isinstance(batch.hidden, bool) for batch in batches)
+    features: frozenset[nm.Feature] = nm.entitlements(settings.deployment)
+    assert nm.can_manage_email(actor, settings.deployment) or not features
+    return nm.apply_changes(settings, {"email-smtp-port": 587, "bcc-enabled?": None}, actor)
+
+
+def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
+    result: nm.VerifyResult = nm.verify_smtp(smtp, autocorrect=True)
+    errors: dict[str, str] = dict(result.errors)
+    assert result.ok or errors
+    with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
+        transport.send_many([])
+    return result.security

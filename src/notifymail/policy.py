@@ -65,6 +65,20 @@ class Person:
     restricted: bool = False
     active: bool = True
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self,
+            email: str,
+            first_name: str = "",
+            last_name: str = "",
+            groups: Iterable[str] = frozenset(),
+            is_admin: bool = False,
+            settings_access: bool = False,
+            restricted: bool = False,
+            active: bool = True,
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         if not isinstance(self.groups, frozenset):
             if isinstance(self.groups, str):

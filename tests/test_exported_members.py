@@ -1,0 +1,55 @@
+"""The public API of SPEC.md: every name importable from ``notifymail`` and in ``__all__``."""
+
+from __future__ import annotations
+
+import importlib
+
+import notifymail as nm
+
+SPEC_NAMES = {
+    # section 0: errors
+    "NotifymailError", "ConfigError", "FeatureNotAvailable", "InvalidMessage",
+    "PermissionDenied", "RecipientNotAllowed", "DeliveryError", "ConnectionFailed",
+    "TlsError", "AuthenticationFailed", "TemporaryFailure", "PermanentFailure",
+    # section 1: settings
+    "SmtpSettings", "SenderSettings", "DeliverySettings", "RetryPolicy", "RecipientPolicy",
+    "Deployment", "ManagedService", "EmailSettings", "Secret",
+    "Security", "Hosting", "Plan", "SuggestionMode", "Feature",
+    # section 2: policy
+    "Person", "Directory", "InMemoryDirectory", "entitlements", "can_manage_email",
+    "apply_changes", "check_recipients", "suggest_recipients", "plan_delivery", "Batch",
+    # section 3: transports
+    "Envelope", "Reply", "Delivery", "Transport", "MemoryTransport", "Sent",
+    "ConsoleTransport", "SmtpTransport",
+    # section 4: the facade
+    "Mailer", "Message", "Notification", "Attachment", "DeliveryReport", "VerifyResult",
+    "verify_smtp",
+}  # fmt: skip
+
+
+def test_all_is_sorted_and_unique() -> None:
+    assert list(nm.__all__) == sorted(set(nm.__all__))
+
+
+def test_every_spec_name_is_exported() -> None:
+    assert SPEC_NAMES <= set(nm.__all__)
+
+
+def test_every_exported_name_is_importable() -> None:
+    for name in nm.__all__:
+        assert getattr(nm, name) is not None, name
+
+
+def test_exported_members_say_where_they_live() -> None:
+    for name in nm.__all__:
+        member = getattr(nm, name)
+        module = getattr(member, "__module__", "")
+        assert module.startswith("notifymail."), (name, module)
+        assert getattr(importlib.import_module(module), name) is member
+
+
+def test_submodules_list_their_public_names() -> None:
+    for module_name in ("errors", "settings", "policy", "message", "mailer", "verify"):
+        module = importlib.import_module(f"notifymail.{module_name}")
+        for name in module.__all__:
+            assert hasattr(module, name), (module_name, name)
