@@ -1,7 +1,11 @@
 """Real SMTP servers for tests: aiosmtpd on 127.0.0.1, scripted and recording, plus raw
 sockets that accept and then say nothing.
 
-Use them through the fixtures in ``conftest.py`` (``smtp_server``, ``silent_server``),
+``FaultyServer`` is a raw, threaded SMTP server that follows a fault script (a reply
+code, a dropped connection, a lost reply or a delay at any step) and counts, from its
+side, each recipient's deliveries and RCPT TO attempts; use it as a context manager.
+
+Use the others through the fixtures in ``conftest.py`` (``smtp_server``, ``silent_server``),
 which start each server inside the test and stop it at teardown. Everything here is
 seen from the server's side, so a test can prove what reached the wire (which
 commands, whether the connection was encrypted, which messages arrived) without
@@ -11,6 +15,7 @@ mocking ``smtplib``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import socket
 import ssl
@@ -85,6 +90,8 @@ class RecordingHandler:
       the reply is lost after the server took it. ``"close"`` closes the connection,
       ``"silence"`` keeps it open and says nothing.
     - ``offer_auth``: False leaves AUTH out of the EHLO reply.
+    - ``echo_credentials``: a failed AUTH is answered with a 535 that repeats the
+      username and password it received, as a careless or hostile server might.
     """
 
     refuse: dict[str, str] = field(default_factory=dict)
@@ -94,6 +101,7 @@ class RecordingHandler:
     drop_reply: str | None = None
     lose_data_reply: Literal["close", "silence"] | None = None
     offer_auth: bool = True
+    echo_credentials: bool = False
 
     commands: list[str] = field(default_factory=list)
     ehlo_names: list[str] = field(default_factory=list)
@@ -110,9 +118,13 @@ class RecordingHandler:
             assert isinstance(auth_data, LoginPassword)
             username = auth_data.login.decode()
             self.logins.append(Login(mechanism, username, _encrypted(server)))
-            success = users.get(username) == auth_data.password.decode()
-            # handled=False makes aiosmtpd send the standard 535 on failure.
-            return AuthResult(success=success, handled=False, auth_data=auth_data)
+            password = auth_data.password.decode()
+            success = users.get(username) == password
+            # handled=False makes aiosmtpd send the standard 535 on failure, or ``message``.
+            message = None
+            if self.echo_credentials and not success:
+                message = f"535 5.7.8 Bad credentials: {username} {password}"
+            return AuthResult(success=success, handled=False, message=message, auth_data=auth_data)
 
         return authenticate
 
@@ -338,3 +350,257 @@ def make_envelope(
     message["Message-ID"] = make_msgid(domain="example.com")
     message.set_content(body)
     return Envelope(sender, recipients, message)
+
+
+# --- a raw SMTP server that misbehaves on purpose ---
+
+FAULT_STEPS = ("greet", "ehlo", "mail", "rcpt", "data", "end", "rset")
+DROP = "drop"  # close the connection instead of replying
+LOST = "lost"  # end of DATA only: take the message, then close without a reply
+
+
+@dataclass(frozen=True)
+class Slow:
+    """Wait ``seconds`` before doing ``then`` (a reply line, ``DROP``, ``LOST`` or ``"ok"``)."""
+
+    seconds: float
+    then: str = "ok"
+
+
+FaultAction = str | Slow  # a reply line ("451 4.3.0 Try later"), "ok", DROP or LOST
+
+_DEFAULT_REPLIES = {
+    "greet": "220 faulty.test ESMTP",
+    "ehlo": "250-faulty.test\r\n250-8BITMIME\r\n250 SMTPUTF8",
+    "mail": "250 2.1.0 OK",
+    "rcpt": "250 2.1.5 OK",
+    "data": "354 End data with <CR><LF>.<CR><LF>",
+    "end": "250 2.0.0 Queued",
+    "rset": "250 2.0.0 OK",
+}
+
+
+class _Closed(Exception):
+    """The scripted server closed this connection."""
+
+
+@dataclass
+class Transaction:
+    """One message the server took (acknowledged with 250, or taken with its reply lost)."""
+
+    connection: int
+    mail_from: str
+    recipients: tuple[str, ...]
+    content: bytes
+    confirmed: bool  # False when the reply to the end of DATA never reached the client
+
+
+class FaultyServer:
+    """A threaded SMTP server on 127.0.0.1 whose replies follow a fault script.
+
+    ``faults`` maps a step (``FAULT_STEPS``) to the actions for its next occurrences,
+    consumed in order across all connections; when a step's list is empty the server
+    behaves. An action is a reply line, ``"ok"`` (the normal reply), ``DROP``, ``LOST``
+    (end of DATA only) or ``Slow(seconds, then)``. A 421 reply closes the connection after
+    it, as RFC 5321 asks. A message counts as delivered when the server commits to it: a
+    250 to the end of DATA, or ``LOST``.
+
+    Records, all seen from the server: ``connections``, ``rcpt_attempts`` (wire address
+    -> RCPT TO commands), ``delivered`` (wire address -> messages taken for it),
+    ``transactions``, and ``violations`` (commands out of step, such as a second MAIL
+    FROM inside a transaction, or two clients' commands interleaved on one connection).
+    """
+
+    def __init__(self, faults: Mapping[str, list[FaultAction]] | None = None) -> None:
+        self.faults: dict[str, list[FaultAction]] = {step: [] for step in FAULT_STEPS}
+        for step, actions in (faults or {}).items():
+            if step not in self.faults:
+                raise ValueError(f"unknown step {step!r}")
+            self.faults[step] = list(actions)
+        self.connections = 0
+        self.rcpt_attempts: dict[str, int] = {}
+        self.delivered: dict[str, int] = {}
+        self.transactions: list[Transaction] = []
+        self.violations: list[str] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._listener = socket.create_server((HOST, 0))
+        self._listener.settimeout(0.5)
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def settings(self, **overrides: Any) -> SmtpSettings:
+        """SmtpSettings for this server (plain SMTP, 1 s timeout); ``overrides`` win."""
+        values: dict[str, Any] = {"host": HOST, "port": self.port, "timeout": 1.0}
+        values.update(overrides)
+        return SmtpSettings(**values)
+
+    def __enter__(self) -> FaultyServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() at once on Linux
+        self._acceptor.join()
+        self._listener.close()
+        with self._lock:
+            sockets = list(self._sockets)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        for thread in self._threads:
+            thread.join(timeout=5)
+
+    @property
+    def unconfirmed(self) -> set[str]:
+        """Recipients of messages taken whose reply to the end of DATA was lost."""
+        return {r for t in self.transactions if not t.confirmed for r in t.recipients}
+
+    def _accept(self) -> None:
+        number = 0
+        while not self._stopping.is_set():
+            try:
+                sock, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:  # shut down by stop()
+                return
+            number += 1
+            sock.settimeout(10)
+            with self._lock:
+                self.connections += 1
+                self._sockets.append(sock)
+            thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _action(self, step: str) -> FaultAction:
+        with self._lock:
+            actions = self.faults[step]
+            return actions.pop(0) if actions else "ok"
+
+    def _reply(
+        self, sock: socket.socket, step: str, on_commit: Callable[[bool], None] | None = None
+    ) -> str:
+        """Do this step's scripted action; return the reply line sent."""
+        action = self._action(step)
+        if isinstance(action, Slow):
+            reply = _DEFAULT_REPLIES[step] if action.then == "ok" else action.then
+            if on_commit is not None and (reply.startswith("250") or reply == LOST):
+                # The server commits before it is slow: the message is taken either way.
+                on_commit(False)
+                on_commit = None
+            self._stopping.wait(action.seconds)
+            action = action.then
+        reply = _DEFAULT_REPLIES[step] if action == "ok" else action
+        if reply == LOST and on_commit is not None:
+            on_commit(False)
+            raise _Closed
+        if reply in (DROP, LOST):
+            raise _Closed
+        if on_commit is not None and reply.startswith("250"):
+            on_commit(True)
+        sock.sendall(reply.encode() + b"\r\n")
+        if reply.startswith("421"):
+            raise _Closed
+        return reply
+
+    def _serve(self, sock: socket.socket, number: int) -> None:
+        reader = sock.makefile("rb")
+        try:
+            self._converse(sock, reader, number)
+        except (_Closed, OSError):
+            pass
+        finally:
+            reader.close()
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    def _converse(self, sock: socket.socket, reader: Any, number: int) -> None:
+        self._reply(sock, "greet")
+        mail_from: str | None = None
+        recipients: list[str] = []
+        while line := reader.readline():
+            verb, _, argument = line.decode("utf-8", "replace").rstrip("\r\n").partition(" ")
+            verb = verb.upper()
+            if verb in ("EHLO", "HELO"):
+                self._reply(sock, "ehlo")
+                mail_from, recipients = None, []
+            elif verb == "MAIL":
+                if mail_from is not None:
+                    self.violations.append(f"connection {number}: MAIL inside a transaction")
+                if self._reply(sock, "mail").startswith("250"):
+                    mail_from, recipients = _path(argument), []
+            elif verb == "RCPT":
+                address = _path(argument)
+                if mail_from is None:
+                    self.violations.append(f"connection {number}: RCPT before MAIL")
+                with self._lock:
+                    self.rcpt_attempts[address] = self.rcpt_attempts.get(address, 0) + 1
+                if self._reply(sock, "rcpt").startswith("25"):
+                    recipients.append(address)
+            elif verb == "DATA":
+                if mail_from is None or not recipients:
+                    self.violations.append(f"connection {number}: DATA without recipients")
+                    sock.sendall(b"503 5.5.1 Bad sequence of commands\r\n")
+                    continue
+                if not self._reply(sock, "data").startswith("354"):
+                    mail_from, recipients = None, []
+                    continue
+                content = _read_data(reader)
+                commit = functools.partial(
+                    self._commit, number, mail_from, tuple(recipients), content
+                )
+                mail_from, recipients = None, []
+                self._reply(sock, "end", commit)
+            elif verb == "RSET":
+                mail_from, recipients = None, []
+                self._reply(sock, "rset")
+            elif verb == "QUIT":
+                sock.sendall(b"221 2.0.0 Bye\r\n")
+                return
+            elif verb == "NOOP":
+                sock.sendall(b"250 2.0.0 OK\r\n")
+            else:
+                self.violations.append(f"connection {number}: unexpected {line!r}")
+                sock.sendall(b"500 5.5.2 Unrecognised command\r\n")
+
+    def _commit(
+        self,
+        number: int,
+        mail_from: str,
+        recipients: tuple[str, ...],
+        content: bytes,
+        confirmed: bool,
+    ) -> None:
+        with self._lock:
+            self.transactions.append(
+                Transaction(number, mail_from, recipients, content, confirmed)
+            )
+            for address in recipients:
+                self.delivered[address] = self.delivered.get(address, 0) + 1
+
+
+def _path(argument: str) -> str:
+    """The address of ``FROM:<a@b> SMTPUTF8`` or ``TO:<a@b>``."""
+    return argument.partition("<")[2].partition(">")[0]
+
+
+def _read_data(reader: Any) -> bytes:
+    lines = []
+    while True:
+        line = reader.readline()
+        if not line:
+            raise _Closed
+        if line == b".\r\n":
+            return b"".join(lines)
+        lines.append(line[1:] if line.startswith(b".") else line)

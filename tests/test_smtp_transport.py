@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import socket
 import ssl
+import threading
 import time
 from pathlib import Path
 
@@ -443,3 +445,31 @@ def test_local_hostname_with_a_line_break_is_a_config_error():
         nm.SmtpTransport(settings, local_hostname="evil\r\nRCPT TO:<x@example.com>")
 
     assert caught.value.field == "local_hostname"
+
+
+def test_connection_dropped_during_auth_is_a_retryable_connection_failure():
+    """A server that hangs up on AUTH is an outage, not refused credentials."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve_one() -> None:
+        connection, _ = listener.accept()
+        with connection, connection.makefile("rb") as lines:
+            connection.sendall(b"220 hangs-up.example ESMTP\r\n")
+            lines.readline()  # EHLO
+            connection.sendall(b"250-hangs-up.example\r\n250 AUTH PLAIN LOGIN\r\n")
+            lines.readline()  # AUTH: hang up without a reply
+
+    server = threading.Thread(target=serve_one, daemon=True)
+    server.start()
+    smtp = nm.SmtpSettings(
+        host="127.0.0.1", port=port, username="bob", password="hunter22", timeout=2
+    )
+    try:
+        with pytest.raises(nm.ConnectionFailed) as caught:
+            nm.SmtpTransport(smtp).send(make_envelope())
+    finally:
+        server.join(timeout=5)
+        listener.close()
+    assert caught.value.retryable
+    assert "hunter22" not in str(caught.value)

@@ -21,7 +21,7 @@ def settings_from_code() -> nm.EmailSettings:
     return nm.EmailSettings(
         sender=sender,
         smtp=smtp,
-        deployment=nm.Deployment(plan=nm.Plan.PRO),
+        deployment=nm.Deployment(hosting="self-hosted", plan="pro"),
         recipients=recipients,
         delivery=nm.DeliverySettings(retry=nm.RetryPolicy(max_attempts=3)),
     )

@@ -4,6 +4,9 @@ Settings, recipient policy, transports and one :class:`Mailer` that composes the
 Every public name is importable from here; the submodules are where they live.
 """
 
+from importlib import import_module
+from typing import TYPE_CHECKING
+
 from notifymail.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -18,8 +21,6 @@ from notifymail.errors import (
     TemporaryFailure,
     TlsError,
 )
-from notifymail.mailer import DeliveryReport, Mailer
-from notifymail.message import Attachment, Message, Notification
 from notifymail.policy import (
     Batch,
     Directory,
@@ -48,13 +49,52 @@ from notifymail.settings import (
     SmtpSettings,
     SuggestionMode,
 )
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport
-from notifymail.transport.console import ConsoleTransport
-from notifymail.transport.memory import MemoryTransport, Sent
-from notifymail.transport.smtp import SmtpTransport
-from notifymail.verify import VerifyResult, verify_smtp
+
+if TYPE_CHECKING:
+    from notifymail.mailer import DeliveryReport, Mailer
+    from notifymail.message import Attachment, Message, Notification
+    from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+    from notifymail.transport.console import ConsoleTransport
+    from notifymail.transport.memory import MemoryTransport, Sent
+    from notifymail.transport.smtp import SmtpTransport
+    from notifymail.verify import VerifyResult, verify_smtp
 
 __version__ = "0.1.0"
+
+# Imported on first use, so that ``import notifymail`` loads only the errors, the settings
+# and the policy: the email package, smtplib, ssl and logging, which the rest needs, cost
+# more start-up time than all of notifymail's own code.
+_LAZY = {
+    "Attachment": "notifymail.message",
+    "ConsoleTransport": "notifymail.transport.console",
+    "Delivery": "notifymail.transport.base",
+    "DeliveryReport": "notifymail.mailer",
+    "Envelope": "notifymail.transport.base",
+    "Mailer": "notifymail.mailer",
+    "MemoryTransport": "notifymail.transport.memory",
+    "Message": "notifymail.message",
+    "Notification": "notifymail.message",
+    "Reply": "notifymail.transport.base",
+    "Sent": "notifymail.transport.memory",
+    "SmtpTransport": "notifymail.transport.smtp",
+    "Transport": "notifymail.transport.base",
+    "VerifyResult": "notifymail.verify",
+    "verify_smtp": "notifymail.verify",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "Attachment",

@@ -1,38 +1,25 @@
-"""What a host asks to send, and how it becomes envelopes ready for a transport.
+"""What a host asks to send: messages, notifications and their attachments, checked.
 
-Composition is where header injection and Bcc leaks are stopped: every header value goes
-through one check, recipients travel only in the envelope, and a hidden batch's headers
-name no one. A notification's body (alternatives, inline images, attachments) is built
-once and shared by every envelope; only the top-level headers differ between them.
+Every address is validated and every header value checked (CR, LF, NUL) when a
+``Message`` or ``Notification`` is made, so nothing invalid reaches composition.
+:func:`compose` and :func:`compose_notification` turn them into envelopes; they live in
+``notifymail._compose`` with the email package, which is imported on first use.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from email import policy as email_policy
-from email.headerregistry import Address, BaseHeader, HeaderRegistry
-from email.message import EmailMessage, MIMEPart
-from email.utils import format_datetime
-from functools import cached_property
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol
 
-from notifymail._address import (
-    address_key,
-    ascii_domain,
-    domain_of,
-    has_control_character,
-    normalize_address,
-)
+from notifymail._address import address_key, has_control_character, normalize_address
 from notifymail.errors import InvalidMessage
-from notifymail.transport.base import Envelope
 
 if TYPE_CHECKING:
     from notifymail.settings import SenderSettings
+    from notifymail.transport.base import Envelope
 
 __all__ = [
     "Attachment",
@@ -43,25 +30,6 @@ __all__ = [
     "validate_recipients",
 ]
 
-
-class _HeaderRegistry(HeaderRegistry):
-    """The email package's registry, minus building a new class on every lookup."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._types: dict[str, type[BaseHeader]] = {}
-
-    def __getitem__(self, name: str) -> type[BaseHeader]:
-        key = name.lower()
-        header_type = self._types.get(key)
-        if header_type is None:
-            header_type = self._types[key] = super().__getitem__(name)
-        return header_type
-
-
-# Bodies are encoded 7-bit (quoted-printable or base64 when needed) so that a message
-# goes through any server, 8BITMIME or not; only SMTPUTF8 headers are ever 8-bit.
-_POLICY = email_policy.default.clone(cte_type="7bit", header_factory=_HeaderRegistry())
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
 _MIMETYPE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+)/([!#$%&'*+.^_`|~0-9A-Za-z-]+)")
@@ -87,7 +55,6 @@ _STRUCTURAL_HEADERS = frozenset(
     }
 )
 
-_UNDISCLOSED_RECIPIENTS = "undisclosed-recipients:;"
 _NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
@@ -306,210 +273,15 @@ def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
     return tuple(seen.values())
 
 
-def _needs_smtputf8(address: str) -> bool:
-    return not address.rpartition("@")[0].isascii()
-
-
-def _address(address: str, *, utf8: bool, display_name: str = "") -> Address:
-    """A header address; the domain as A-labels unless the message goes out as SMTPUTF8.
-
-    ``email.policy.SMTP`` would RFC 2047-encode a Unicode domain, which no one can read.
-    """
-    local_part, _, domain = address.rpartition("@")
-    return Address(
-        display_name=display_name,
-        username=local_part,
-        domain=domain if utf8 else ascii_domain(domain),
-    )
-
-
-def _header(name: str, value: object) -> BaseHeader:
-    header: BaseHeader = _POLICY.header_factory(name, value)
-    return header
-
-
-def _boundary() -> str:
-    # "=_" never occurs in quoted-printable or base64 text. Set at composition so that
-    # serialising a shared part never writes to it (the generator would otherwise).
-    return f"=_{secrets.token_hex(16)}"
-
-
-def _multipart(subtype: str, parts: Sequence[MIMEPart]) -> MIMEPart:
-    part = MIMEPart(policy=_POLICY)
-    part["Content-Type"] = f'multipart/{subtype}; boundary="{_boundary()}"'
-    part.set_payload(list(parts))
-    return part
-
-
-def _text_part(body: str, subtype: str) -> MIMEPart:
-    part = MIMEPart(policy=_POLICY)
-    part.set_content(body, subtype=subtype)
-    return part
-
-
-def _attachment_part(attachment: Attachment) -> MIMEPart:
-    part = MIMEPart(policy=_POLICY)
-    maintype, _, subtype = attachment.mimetype.partition("/")
-    part.set_content(
-        attachment.content,
-        maintype,
-        subtype,
-        disposition="inline" if attachment.inline else "attachment",
-        filename=attachment.filename,
-        cid=f"<{attachment.content_id}>" if attachment.inline else None,
-    )
-    return part
-
-
-def _body(content: Message | Notification) -> MIMEPart:
-    """The MIME tree: text/html alternative, inline images related to the html, then mixed."""
-    inline = [a for a in content.attachments if a.inline]
-    files = [a for a in content.attachments if not a.inline]
-    html: MIMEPart | None = None
-    if content.html is not None:
-        html = _text_part(content.html, "html")
-        if inline:
-            html = _multipart("related", [html, *map(_attachment_part, inline)])
-    if content.text is None:
-        assert html is not None  # noqa: S101 - _content guarantees a text or an html body
-        body = html
-    else:
-        body = _text_part(content.text, "plain")
-        if html is not None:
-            body = _multipart("alternative", [body, html])
-    if files:
-        body = _multipart("mixed", [body, *map(_attachment_part, files)])
-    return body
-
-
-class _SharedBody:
-    """A body with its bytes on the wire, serialised once for every envelope that carries it.
-
-    Serialising the body is most of the cost of an envelope; the headers are not.
-    """
-
-    def __init__(self, part: MIMEPart) -> None:
-        self.part = part
-        self.header_ids = frozenset(id(value) for _, value in part.raw_items())
-        self._wire: dict[bool, bytes] = {}
-
-    def wire(self, utf8: bool) -> bytes:
-        """The body part, its own headers included, as ``email.policy.SMTP(UTF8)`` writes it."""
-        data = self._wire.get(utf8)
-        if data is None:
-            # Two threads may both get here: each writes the same bytes.
-            data = self._wire[utf8] = self.part.as_bytes(policy=_wire_policy(utf8))
-        return data
-
-
-def _wire_policy(utf8: bool) -> email_policy.Policy:
-    return email_policy.SMTPUTF8 if utf8 else email_policy.SMTP
-
-
-@dataclass(frozen=True)
-class _ComposedEnvelope(Envelope):
-    """An envelope whose ``raw`` reuses its body's bytes: only the top headers are written.
-
-    ``raw`` equals ``message.as_bytes(policy=SMTP)`` (SMTPUTF8 when needed), because
-    the message's headers are the envelope's own followed by the shared body's. The
-    message is shared structure: it must not be modified once composed.
-    """
-
-    body: _SharedBody = field(kw_only=True, repr=False, compare=False)
-
-    @cached_property
-    def raw(self) -> bytes:
-        wire_policy = _wire_policy(self.needs_smtputf8)
-        header_ids = self.body.header_ids
-        headers = b"".join(
-            wire_policy.fold_binary(name, value)
-            for name, value in self.message.raw_items()
-            if id(value) not in header_ids and name.lower() != "bcc"
-        )
-        return headers + self.body.wire(self.needs_smtputf8)
-
-
-class _Headers:
-    """The headers of one composition, parsed once and shared by all its envelopes.
-
-    Only ``To``, ``Cc`` and ``Message-ID`` are made per envelope; ``From`` and
-    ``Reply-To`` once for each domain form (A-labels, or Unicode under SMTPUTF8).
-    """
-
-    def __init__(
-        self,
-        content: Message | Notification,
-        sender: SenderSettings,
-        reply_to: tuple[str, ...],
-        body: _SharedBody,
-    ) -> None:
-        self._sender = sender.from_address
-        self._from_name = _header_value("from_name", sender.from_name or "")
-        self._reply_to = reply_to
-        self._message_id_domain = ascii_domain(domain_of(sender.from_address))
-        self._body = body
-        self._subject_and_date = [
-            _header("Subject", content.subject),
-            _header("Date", format_datetime(datetime.now(timezone.utc))),
-        ]
-        self._tail = [
-            *(_header(name, value) for name, value in content.headers.items()),
-            _header("MIME-Version", "1.0"),
-            *(value for _, value in body.part.raw_items()),
-        ]
-        self._addressed: dict[bool, list[BaseHeader]] = {}
-
-    def _from_and_reply_to(self, utf8: bool) -> list[BaseHeader]:
-        headers = self._addressed.get(utf8)
-        if headers is None:
-            headers = [
-                _header("From", _address(self._sender, utf8=utf8, display_name=self._from_name))
-            ]
-            if self._reply_to:
-                headers.append(
-                    _header("Reply-To", [_address(a, utf8=utf8) for a in self._reply_to])
-                )
-            self._addressed[utf8] = headers
-        return headers
-
-    def envelope(
-        self, recipients: tuple[str, ...], to: Sequence[str] | None, cc: Sequence[str] = ()
-    ) -> Envelope:
-        """An envelope over the body; ``to=None`` writes ``To: undisclosed-recipients:;``."""
-        utf8 = any(map(_needs_smtputf8, (self._sender, *recipients, *self._reply_to)))
-        from_header, *reply_to = self._from_and_reply_to(utf8)
-        headers = [from_header]
-        if to is None:
-            headers.append(_header("To", _UNDISCLOSED_RECIPIENTS))
-        elif to:
-            headers.append(_header("To", [_address(a, utf8=utf8) for a in to]))
-        if cc:
-            headers.append(_header("Cc", [_address(a, utf8=utf8) for a in cc]))
-        headers += reply_to
-        headers += self._subject_and_date
-        headers.append(
-            _header("Message-ID", f"<{secrets.token_hex(16)}@{self._message_id_domain}>")
-        )
-        headers += self._tail
-        message = EmailMessage(policy=_POLICY)
-        for header in headers:
-            message[header.name] = header  # a header object is stored as it is, not re-parsed
-        payload = self._body.part.get_payload()
-        # A fresh list per envelope: the parts are shared, the list that holds them is not.
-        message.set_payload(list(payload) if isinstance(payload, list) else payload)
-        return _ComposedEnvelope(self._sender, recipients, message, smtputf8=utf8, body=self._body)
-
-
 def compose(message: Message, sender: SenderSettings) -> Envelope:
     """System mail: one envelope to to, cc and bcc (each once), ``To``/``Cc`` as given.
 
     ``Reply-To`` is the message's ``reply_to`` when given, else the sender's. No ``Bcc``
     header is ever written; a message to bcc alone is ``To: undisclosed-recipients:;``.
     """
-    body = _SharedBody(_body(message))
-    headers = _Headers(message, sender, message.reply_to or sender.reply_to, body)
-    to = message.to if message.to or message.cc else None
-    return headers.envelope(message.recipients, to, message.cc)
+    from notifymail._compose import compose_message
+
+    return compose_message(message, sender)
 
 
 def compose_notification(
@@ -520,9 +292,6 @@ def compose_notification(
     A hidden batch is addressed ``To: undisclosed-recipients:;`` with no ``Cc``: its
     headers name no recipient. A visible batch lists every recipient in ``To``.
     """
-    headers = _Headers(notification, sender, sender.reply_to, _SharedBody(_body(notification)))
-    envelopes = []
-    for batch in batches:
-        recipients = validate_recipients(batch.recipients, "recipients")
-        envelopes.append(headers.envelope(recipients, None if batch.hidden else recipients))
-    return envelopes
+    from notifymail._compose import compose_batches
+
+    return compose_batches(notification, sender, batches)

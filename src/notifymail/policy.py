@@ -67,7 +67,7 @@ class Person:
 
     if TYPE_CHECKING:
 
-        def __init__(
+        def __init__(  # noqa: PLR0917 - SPEC's positional order
             self,
             email: str,
             first_name: str = "",

@@ -488,6 +488,12 @@ class Deployment:
     hosting: Hosting = Hosting.SELF_HOSTED
     plan: Plan = Plan.OSS
 
+    if TYPE_CHECKING:
+
+        def __init__(
+            self, *, hosting: Hosting | str = Hosting.SELF_HOSTED, plan: Plan | str = Plan.OSS
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         _set(self, "hosting", _enum(Hosting, "hosting", self.hosting))
         _set(self, "plan", _enum(Plan, "plan", self.plan))

@@ -8,28 +8,24 @@ is not even serialised.
 from __future__ import annotations
 
 import abc
-import copy
 import logging
 import threading
-from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from email import policy as email_policy
-from email.message import EmailMessage
 from functools import cached_property
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
 from notifymail.errors import DeliveryError
 
+if TYPE_CHECKING:
+    from email.message import EmailMessage
+
 __all__ = ["Delivery", "Envelope", "Reply", "Transport"]
 
 logger = logging.getLogger("notifymail.transport")
-
-_WIRE_POLICY = email_policy.SMTP
-_WIRE_POLICY_UTF8 = email_policy.SMTPUTF8
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,12 +95,14 @@ class Envelope:
         Headers are 7-bit (RFC 2047 encoded) unless an address needs SMTPUTF8.
         Serialised once, on first use.
         """
+        import copy
+        from email import policy  # here, not at start-up: it is slow to import
+
         message = self.message
         if "Bcc" in message:
             message = copy.copy(message)
             del message["Bcc"]
-        wire_policy = _WIRE_POLICY_UTF8 if self.needs_smtputf8 else _WIRE_POLICY
-        return message.as_bytes(policy=wire_policy)
+        return message.as_bytes(policy=policy.SMTPUTF8 if self.needs_smtputf8 else policy.SMTP)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +161,7 @@ class Transport(abc.ABC):
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
-        with self._lock, self._opened():
+        with self._lock, self:
             return self._deliver_logged(envelope)
 
     def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
@@ -173,7 +171,7 @@ class Transport(abc.ABC):
         ``deliveries`` then holds the deliveries made before it.
         """
         deliveries: list[Delivery] = []
-        with self._lock, self._opened():
+        with self._lock, self:
             for envelope in envelopes:
                 try:
                     deliveries.append(self._deliver_logged(envelope))
@@ -199,11 +197,6 @@ class Transport(abc.ABC):
             self._open_count -= 1
             if self._open_count == 0:
                 self.close()
-
-    @contextmanager
-    def _opened(self) -> Iterator[None]:
-        with self:
-            yield
 
     def _deliver_logged(self, envelope: Envelope) -> Delivery:
         name = type(self).__name__

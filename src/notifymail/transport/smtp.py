@@ -9,6 +9,7 @@ sent a message is never sent again, so no one receives it twice.
 
 from __future__ import annotations
 
+import base64
 import logging
 import re
 import smtplib
@@ -63,10 +64,38 @@ def _timed_out(error: BaseException) -> bool:
     return isinstance(error, TimeoutError) or isinstance(error.__context__, TimeoutError)
 
 
+def _without_credentials(text: bytes | str, username: str, password: str) -> str:
+    """``text`` with the password masked, as sent and as AUTH LOGIN and PLAIN encode it."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", "replace")
+    plain = f"\0{username}\0{password}".encode()
+    for form in (
+        base64.b64encode(plain).decode(),
+        base64.b64encode(password.encode()).decode(),
+        password,
+    ):
+        text = text.replace(form, "**********")
+    return text
+
+
 def _dot_stuffed(raw: bytes) -> bytes:
     """``raw`` with CRLF line ends, a leading dot doubled, and a final CRLF (RFC 5321 4.5.2)."""
-    data = _LEADING_DOT.sub(b"..", _LINE_END.sub(b"\r\n", raw))
+    data = raw
+    # Counting is much cheaper than a substitution that finds nothing to change, the
+    # common case for an Envelope's raw bytes.
+    if not data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
+        data = _LINE_END.sub(b"\r\n", data)
+    if data.startswith(b".") or b"\n." in data:
+        data = _LEADING_DOT.sub(b"..", data)
     return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+def _command(connection: smtplib.SMTP, verb: str, argument: str) -> tuple[int, bytes]:
+    """One command and its reply. For MAIL and RCPT with an address already validated:
+    smtplib's ``mail`` and ``rcpt`` parse it again (``email.utils.parseaddr``), which
+    costs more than the rest of the client's side of a transaction."""
+    connection.putcmd(verb, argument)
+    return connection.getreply()
 
 
 def _address_literal(sock: socket.socket | None) -> str:
@@ -324,18 +353,24 @@ class SmtpTransport(Transport):
             raise AuthenticationFailed(
                 f"{self._server} does not offer AUTH, but username and password are set"
             )
+        secret = smtp.password.reveal()
+        failure: AuthenticationFailed | None = None
         with self._step(connection, "AUTH"):
             try:
-                connection.login(smtp.username, smtp.password.reveal())
+                connection.login(smtp.username, secret)
             except smtplib.SMTPResponseException as error:
-                reply = _reply(error.smtp_code, error.smtp_error)
+                # A server may repeat what it was sent: the reply never keeps the password.
+                text = _without_credentials(error.smtp_error, smtp.username, secret)
+                reply = _reply(error.smtp_code, text)
                 message = f"{self._server} refused the credentials for {smtp.username!r}: {reply}"
-                raise AuthenticationFailed(
-                    message, reply=reply, retryable=reply.is_transient
-                ) from None
-            except smtplib.SMTPException as error:
+                failure = AuthenticationFailed(message, reply=reply, retryable=reply.is_transient)
+            except smtplib.SMTPServerDisconnected:
+                raise  # a broken connection, not a refusal: _step makes it ConnectionFailed
+            except smtplib.SMTPException as error:  # smtplib's own text, never the server's
                 message = f"{self._server} refused AUTH for {smtp.username!r}: {error}"
-                raise AuthenticationFailed(message) from None
+                failure = AuthenticationFailed(message)
+        if failure is not None:
+            raise failure  # outside the except: no chained exception holds the server's reply
 
     def _mail(self, connection: smtplib.SMTP, envelope: Envelope) -> smtplib.SMTP:
         self._served = True
@@ -350,7 +385,12 @@ class SmtpTransport(Transport):
         if not envelope.raw.isascii() and connection.has_extn("8bitmime"):
             options.append("BODY=8BITMIME")
         with self._step(connection, "MAIL FROM"):
-            code, text = connection.mail(wire_address(envelope.sender), options)
+            if options:  # smtplib switches the command encoding for SMTPUTF8
+                code, text = connection.mail(wire_address(envelope.sender), options)
+            else:
+                code, text = _command(
+                    connection, "mail", f"FROM:<{wire_address(envelope.sender)}>"
+                )
         if code != 250:
             reply = _reply(code, text)
             self._refused_transaction(connection, f"MAIL FROM:<{envelope.sender}>", reply)
@@ -363,7 +403,7 @@ class SmtpTransport(Transport):
         refused: dict[str, Reply] = {}
         for address in envelope.recipients:
             with self._step(connection, "RCPT TO"):
-                code, text = connection.rcpt(wire_address(address))
+                code, text = _command(connection, "rcpt", f"TO:<{wire_address(address)}>")
             if code in (250, 251):
                 accepted.append(address)
                 continue
