@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import notifymail as nm
 
@@ -53,3 +55,17 @@ def test_submodules_list_their_public_names() -> None:
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), (module_name, name)
+
+
+def test_import_notifymail_leaves_the_heavy_modules_for_first_use() -> None:
+    code = (
+        "import sys, notifymail\n"
+        "heavy = ['smtplib', 'ssl', 'email.message', 'email_validator']\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+        "notifymail.SmtpTransport\n"
+        "print('smtplib' in sys.modules)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.splitlines() == ["", "True"]

@@ -4,9 +4,9 @@ Settings, recipient policy, transports and one :class:`Mailer` that composes the
 Every public name is importable from here; the submodules are where they live.
 """
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
+from notifymail._lazy import lazy_exports
 from notifymail.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -61,9 +61,7 @@ if TYPE_CHECKING:
 
 __version__ = "0.1.0"
 
-# Imported on first use, so that ``import notifymail`` loads only the errors, the settings
-# and the policy: the email package, smtplib, ssl and logging, which the rest needs, cost
-# more start-up time than all of notifymail's own code.
+# Imported on first use (see notifymail._lazy).
 _LAZY = {
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
@@ -81,19 +79,6 @@ _LAZY = {
     "VerifyResult": "notifymail.verify",
     "verify_smtp": "notifymail.verify",
 }
-
-
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
 
 
 __all__ = [
@@ -149,3 +134,5 @@ __all__ = [
     "suggest_recipients",
     "verify_smtp",
 ]
+
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY, __all__)

@@ -97,6 +97,14 @@ def normalize_address(address: str) -> str:
     return validated.normalized
 
 
+def needs_smtputf8(address: str) -> bool:
+    """Whether ``address`` has a non-ASCII local part, which only SMTPUTF8 can carry.
+
+    A non-ASCII domain does not: it goes on the wire as IDNA A-labels.
+    """
+    return not address.rpartition("@")[0].isascii()
+
+
 def domain_of(address: str) -> str:
     """The domain of a normalised address (lower case, Unicode form)."""
     return address.rpartition("@")[2]

@@ -25,7 +25,13 @@ from email.utils import format_datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
 
-from notifymail._address import ascii_domain, domain_of, has_control_character, wire_address
+from notifymail._address import (
+    ascii_domain,
+    domain_of,
+    has_control_character,
+    needs_smtputf8,
+    wire_address,
+)
 from notifymail.errors import InvalidMessage
 from notifymail.message import (
     Attachment,
@@ -65,10 +71,6 @@ _POLICY = email_policy.default.clone(cte_type="7bit", header_factory=_HeaderRegi
 _MAX_LINE = 78  # the policy's max_line_length, as email.policy.SMTP's
 
 _UNDISCLOSED_RECIPIENTS = "undisclosed-recipients:;"
-
-
-def _needs_smtputf8(address: str) -> bool:
-    return not address.rpartition("@")[0].isascii()
 
 
 # Header values the wire policy writes verbatim and the email package parses back to
@@ -354,7 +356,7 @@ class _Headers:
         self, recipients: tuple[str, ...], to: Sequence[str] | None, cc: Sequence[str] = ()
     ) -> Envelope:
         """An envelope over the body; ``to=None`` writes ``To: undisclosed-recipients:;``."""
-        utf8 = any(map(_needs_smtputf8, (self._sender, *recipients, *self._reply_to)))
+        utf8 = any(map(needs_smtputf8, (self._sender, *recipients, *self._reply_to)))
         from_header, *reply_to = self._from_and_reply_to(utf8)
         message_id = f"<{secrets.token_hex(16)}@{self._message_id_domain}>"
         headers = [from_header]

@@ -1,8 +1,8 @@
 """Transports hand envelopes to a mail system: SMTP, memory for tests, or a console."""
 
-from importlib import import_module
 from typing import TYPE_CHECKING
 
+from notifymail._lazy import lazy_exports
 from notifymail.transport.base import Delivery, Envelope, Reply, Transport
 
 if TYPE_CHECKING:
@@ -20,19 +20,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> object:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
-
-
 __all__ = [
     "ConsoleTransport",
     "Delivery",
@@ -43,3 +30,5 @@ __all__ = [
     "SmtpTransport",
     "Transport",
 ]
+
+__getattr__, __dir__ = lazy_exports(globals(), _LAZY, __all__)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from typing_extensions import Self
 
+from notifymail._address import needs_smtputf8
 from notifymail.errors import DeliveryError
 
 if TYPE_CHECKING:
@@ -49,11 +50,6 @@ class Reply:
         return 500 <= self.code < 600
 
 
-def _needs_smtputf8(address: str) -> bool:
-    local_part = address.rpartition("@")[0]
-    return not local_part.isascii()
-
-
 @dataclass(frozen=True)
 class Envelope:
     """One SMTP transaction: the envelope sender, the recipients, and the message.
@@ -81,7 +77,7 @@ class Envelope:
 
         ``smtputf8=True`` says so for an address only the headers hold (a ``Reply-To``).
         """
-        return self.smtputf8 or any(map(_needs_smtputf8, (self.sender, *self.recipients)))
+        return self.smtputf8 or any(map(needs_smtputf8, (self.sender, *self.recipients)))
 
     @property
     def message_id(self) -> str:

@@ -21,7 +21,7 @@ from typing import NoReturn
 
 from typing_extensions import override
 
-from notifymail._address import has_control_character, wire_address
+from notifymail._address import has_control_character, needs_smtputf8, wire_address
 from notifymail.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -32,7 +32,7 @@ from notifymail.errors import (
     TlsError,
 )
 from notifymail.settings import Security, SmtpSettings
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport, _needs_smtputf8
+from notifymail.transport.base import Delivery, Envelope, Reply, Transport
 
 __all__ = ["SmtpTransport"]
 
@@ -377,7 +377,7 @@ class SmtpTransport(Transport):
         options = []
         if envelope.needs_smtputf8:
             if not connection.has_extn("smtputf8"):
-                address = next(filter(_needs_smtputf8, (envelope.sender, *envelope.recipients)))
+                address = next(filter(needs_smtputf8, (envelope.sender, *envelope.recipients)))
                 raise PermanentFailure(
                     f"{address} needs SMTPUTF8, which the server {self._server} does not offer"
                 )
