@@ -233,7 +233,8 @@ def test_sender_settings_refuse_bad_values(
 
 def test_reply_to_is_a_normalised_tuple_without_duplicates() -> None:
     sender = nm.SenderSettings(
-        from_address="a@example.com", reply_to=["help@EXAMPLE.com", "help@example.com"]
+        from_address="a@example.com",
+        reply_to=["help@EXAMPLE.com", "help@example.com", "Help@example.com"],
     )
     assert sender.reply_to == ("help@example.com",)
 
@@ -292,6 +293,11 @@ def test_retry_policy_refuses_insane_values(
 def test_retry_delay_grows_exponentially_and_is_capped() -> None:
     policy = nm.RetryPolicy(initial_interval=0.5, multiplier=2, jitter=0, max_interval=3)
     assert [policy.delay(n) for n in range(1, 6)] == [0.5, 1.0, 2.0, 3.0, 3.0]
+
+
+def test_retry_delay_never_overflows_for_late_retries() -> None:
+    policy = nm.RetryPolicy(multiplier=10, max_attempts=10_000, jitter=0)
+    assert policy.delay(5_000) == policy.max_interval
 
 
 def test_retry_delay_jitter_stays_within_its_fraction_and_the_cap() -> None:
@@ -451,6 +457,11 @@ def test_custom_smtp_toggle_needs_a_server() -> None:
         ),
         (
             nm.SmtpSettings(host="smtp.c.example"),
+            "smtp.security",
+            "none is not allowed for a custom server on Cloud",
+        ),
+        (
+            nm.SmtpSettings(host="smtp.c.example", security=nm.Security.SSL, port=25),
             "smtp.port",
             "25 is not allowed for a custom server on Cloud",
         ),

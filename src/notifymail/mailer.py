@@ -147,24 +147,13 @@ class Mailer:
         self._sleep = sleep
         rate = settings.delivery.max_recipients_per_second
         self._throttle = None if rate is None else _Throttle(rate, clock, sleep)
-        self._entered = threading.local()
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transport={type(self.transport).__name__})"
 
     def __enter__(self) -> Self:
-        """Open the transport's connection for the block.
-
-        If it cannot be opened now, the block still runs: each send then connects (and
-        retries) on its own, and reports what failed as usual.
-        """
-        try:
-            self.transport.__enter__()
-        except DeliveryError as error:
-            logger.warning("could not connect now, each send will try again: %s", error)
-            self._entries().append(False)
-        else:
-            self._entries().append(True)
+        """Keep one connection for every send inside the block (opened by the first)."""
+        self.transport.__enter__()
         return self
 
     def __exit__(
@@ -173,15 +162,7 @@ class Mailer:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        if self._entries().pop():
-            self.transport.__exit__(exc_type, exc, traceback)
-
-    def _entries(self) -> list[bool]:
-        """This thread's open ``with`` blocks: whether each one opened the transport."""
-        entries: list[bool] | None = getattr(self._entered, "stack", None)
-        if entries is None:
-            entries = self._entered.stack = []
-        return entries
+        self.transport.__exit__(exc_type, exc, traceback)
 
     def send(self, message: Message) -> DeliveryReport:
         """Send system mail (a password reset, an invitation) as one envelope.
@@ -191,7 +172,8 @@ class Mailer:
         """
         envelope = compose(message, self.settings.active_sender)
         tally = _Tally()
-        error = self._hand_over(envelope, tally)
+        with self:  # one connection for the retries too
+            error = self._hand_over(envelope, tally)
         if error is not None and not tally.accepted:
             raise error
         return tally.report()
@@ -208,8 +190,9 @@ class Mailer:
         batches = plan_delivery(notification.recipients, self.directory, self.settings)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
         tally = _Tally()
-        for envelope in envelopes:
-            self._hand_over(envelope, tally)
+        with self:  # one connection for every envelope, even outside the host's block
+            for envelope in envelopes:
+                self._hand_over(envelope, tally)
         logger.info(
             "notify: %d envelope(s), %d accepted, %d refused, %d failed",
             len(envelopes),

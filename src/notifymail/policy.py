@@ -9,15 +9,14 @@ spellings of a domain are equal.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from notifymail._address import address_key, domain_of, normalize_address
 from notifymail.errors import ConfigError, PermissionDenied, RecipientNotAllowed
 from notifymail.settings import (
+    SMTP_FIELDS,
     Deployment,
     EmailSettings,
     Feature,
@@ -25,6 +24,7 @@ from notifymail.settings import (
     SmtpSettings,
     SuggestionMode,
     entitlements,
+    relabel_errors,
 )
 
 if TYPE_CHECKING:
@@ -99,31 +99,9 @@ class Directory(Protocol):
     def people(self) -> Iterable[Person]: ...
 
 
-@lru_cache(maxsize=4096)
-def _domain_key(domain: str) -> str:
-    """``address_key`` of ``domain`` as email-validator normalises it; cached, since a
-    directory of 100,000 people has a handful of domains."""
-    if domain.isascii() and "xn--" not in (lowered := domain.lower()):
-        return lowered
-    try:
-        return address_key(domain_of(normalize_address(f"postmaster@{domain}")))
-    except ValueError:
-        return address_key(domain)
-
-
 def _lookup_key(address: str) -> str:
-    """The key under which ``address`` names a mailbox, without validating it when it
-    need not: a lookup over 100,000 addresses must not validate each one.
-
-    For a valid address it equals ``address_key(normalize_address(address))``. A plain
-    ASCII local part (no quotes, no surrounding space) is only lower-cased by
-    email-validator, and the domain is normalised on its own, once per domain. Anything
-    else is validated. An invalid address gets a key that no valid address has
-    (``address_key(address)`` off the fast path).
-    """
-    local_part, at, domain = address.rpartition("@")
-    if at and local_part.isascii() and '"' not in local_part and address == address.strip():
-        return f"{local_part.lower()}@{_domain_key(domain)}"
+    """The key under which ``address`` names a mailbox: ``address_key`` of the normalised
+    address, or of the address as given when it is not valid (no valid address has it)."""
     try:
         return address_key(normalize_address(address))
     except ValueError:
@@ -173,9 +151,8 @@ def can_manage_email(actor: Person, deployment: Deployment) -> bool:
 
 # --- the admin form's save ---
 
-_SMTP_FIELDS: Final = ("host", "port", "security", "username", "password")
-_PLAIN_SMTP: Final = {f"email-smtp-{name}": name for name in _SMTP_FIELDS}
-_OVERRIDE_SMTP: Final = {f"email-smtp-{name}-override": name for name in _SMTP_FIELDS}
+_PLAIN_SMTP: Final = {f"email-smtp-{name}": name for name in SMTP_FIELDS}
+_OVERRIDE_SMTP: Final = {f"email-smtp-{name}-override": name for name in SMTP_FIELDS}
 _OVERRIDE_ENABLED: Final = "smtp-override-enabled"
 
 _Parse = Callable[[str, object], object]
@@ -280,31 +257,9 @@ def _labels(deployment: Deployment) -> dict[str, str]:
     labels = {field: name for name, (_, field, _) in _targets(deployment).items()}
     for field in ("approved_domains", "suggestions"):
         labels[f"recipients.{field}"] = labels[field]
-    for field in _SMTP_FIELDS:
+    for field in SMTP_FIELDS:
         labels[f"smtp.{field}"] = labels[field]
     return labels
-
-
-@contextmanager
-def _relabel(labels: Mapping[str, str]) -> Iterator[None]:
-    """Re-label a constructor's ConfigError for a field as one for the setting name."""
-    try:
-        yield
-    except ConfigError as error:
-        field = error.field or ""
-        label = labels.get(field)
-        if label is None:
-            raise
-        message = str(error)
-        for prefix in (field, field.rpartition(".")[2]):
-            if message.startswith(prefix):
-                message = label + message[len(prefix) :]
-                break
-        else:
-            message = f"{label}: {message}"
-        error.args = (message,)
-        error.field = label
-        raise
 
 
 _Updates = dict[str, tuple[str, object]]  # field -> (setting name, value or None)
@@ -391,7 +346,7 @@ def apply_changes(
         cleared = value is None or (isinstance(value, str) and not value.strip())
         updates.setdefault(part, {})[field] = (name, None if cleared else parse(name, value))
 
-    with _relabel(_labels(deployment)):
+    with relabel_errors(_labels(deployment)):
         new: dict[str, Any] = {
             part: _replace(getattr(current, part), updates[part])
             for part in ("sender", "delivery", "recipients")

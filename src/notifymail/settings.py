@@ -15,14 +15,19 @@ import math
 import os
 import random
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import TYPE_CHECKING, Any, Final, TypeVar, final
 
 from typing_extensions import Self
 
-from notifymail._address import has_control_character, normalize_address, normalize_domain
+from notifymail._address import (
+    address_key,
+    has_control_character,
+    normalize_address,
+    normalize_domain,
+)
 from notifymail.errors import ConfigError, FeatureNotAvailable
 
 __all__ = [
@@ -211,7 +216,11 @@ def _addresses(field_name: str, value: object) -> tuple[str, ...]:
         raise _invalid(field_name, "must be a tuple of addresses, not a str")
     if not isinstance(value, Iterable):
         raise _invalid(field_name, f"must be a tuple of addresses, not {type(value).__name__}")
-    return tuple(dict.fromkeys(_address(field_name, item) for item in value))
+    unique: dict[str, str] = {}
+    for item in value:
+        address = _address(field_name, item)
+        unique.setdefault(address_key(address), address)
+    return tuple(unique.values())
 
 
 _E = TypeVar("_E", bound=_ParsedEnum)
@@ -413,8 +422,12 @@ class RetryPolicy:
         """
         if retry < 1:
             raise ValueError("retry numbers start at 1")
-        exponent = min(retry - 1, 1024)
-        base = min(self.initial_interval * self.multiplier**exponent, self.max_interval)
+        base = self.initial_interval
+        for _ in range(retry - 1):  # grows until the cap, so no power can overflow
+            if base >= self.max_interval:
+                break
+            base *= self.multiplier
+        base = min(base, self.max_interval)
         spread = 1 + self.jitter * (2 * rand() - 1)
         return min(base * spread, self.max_interval)
 
@@ -627,16 +640,16 @@ class EmailSettings:
 
 
 def _check_cloud_custom_server(smtp: SmtpSettings) -> None:
-    if smtp.effective_port not in _CLOUD_CUSTOM_PORTS:
-        raise _invalid(
-            "smtp.port",
-            f"{smtp.effective_port} is not allowed for a custom server on Cloud (465, 587, 2525)",
-        )
     if smtp.security not in _CLOUD_CUSTOM_SECURITY:
         raise _invalid(
             "smtp.security",
             f"{smtp.security.value} is not allowed for a custom server on Cloud "
             "(ssl, tls, starttls)",
+        )
+    if smtp.effective_port not in _CLOUD_CUSTOM_PORTS:
+        raise _invalid(
+            "smtp.port",
+            f"{smtp.effective_port} is not allowed for a custom server on Cloud (465, 587, 2525)",
         )
 
 
@@ -644,11 +657,11 @@ def _check_cloud_custom_server(smtp: SmtpSettings) -> None:
 
 _TRUE: Final = frozenset({"true", "yes", "1", "on"})
 _FALSE: Final = frozenset({"false", "no", "0", "off"})
-_SMTP_FIELDS: Final = ("host", "port", "security", "username", "password")
+SMTP_FIELDS: Final = ("host", "port", "security", "username", "password")
 
 
 def _smtp_variables(prefix: str, suffix: str = "") -> dict[str, str]:
-    return {name: f"{prefix}_{name.upper()}{suffix}" for name in _SMTP_FIELDS}
+    return {name: f"{prefix}_{name.upper()}{suffix}" for name in SMTP_FIELDS}
 
 
 _PLAIN_SMTP: Final = _smtp_variables("MB_EMAIL_SMTP")
@@ -676,25 +689,38 @@ ENV_VARIABLES: Final[Mapping[str, str]] = {
 
 
 @contextmanager
-def _blame(variables: Mapping[str, str]) -> Iterator[None]:
-    """Re-label a ConfigError for ``field`` as one for the variable the value came from."""
+def relabel_errors(labels: Mapping[str, str], *, env: bool = False) -> Iterator[None]:
+    """Re-label a ConfigError for a field in ``labels`` as one for what the user set.
+
+    ``labels`` maps the field a constructor names (``"port"``, ``"smtp.port"``) to the
+    name the user knows: a Metabase setting name, or with ``env`` an environment
+    variable, which then also becomes the error's ``env_var``.
+    """
     try:
         yield
     except ConfigError as error:
-        env_var = variables.get(error.field or "")
-        if env_var is None or error.env_var is not None:
+        field_name = error.field or ""
+        label = labels.get(field_name)
+        if label is None or error.env_var is not None:
             raise
         message = str(error)
-        for name in (error.field or "", (error.field or "").rpartition(".")[2]):
-            if name and message.startswith(name):
-                message = env_var + message[len(name) :]
+        for prefix in (field_name, field_name.rpartition(".")[2]):
+            if prefix and message.startswith(prefix):
+                message = label + message[len(prefix) :]
                 break
         else:
-            message = f"{env_var}: {message}"
+            message = f"{label}: {message}"
         error.args = (message,)
-        error.field = ENV_VARIABLES[env_var]
-        error.env_var = env_var
+        if env:
+            error.field = ENV_VARIABLES[label]
+            error.env_var = label
+        else:
+            error.field = label
         raise
+
+
+def _blame_variables(variables: Mapping[str, str]) -> AbstractContextManager[None]:
+    return relabel_errors(variables, env=True)
 
 
 class _EnvReader:
@@ -759,7 +785,7 @@ class _EnvReader:
         host = self._get(variables["host"])
         if host is None:
             return None
-        with _blame(variables):
+        with _blame_variables(variables):
             return SmtpSettings(
                 host=host,
                 port=self._int(variables["port"], "a port number (1-65535)"),
@@ -776,7 +802,7 @@ class _EnvReader:
 
     def _deployment(self) -> Deployment:
         variables = {"hosting": "MB_EMAIL_HOSTING", "plan": "MB_EMAIL_PLAN"}
-        with _blame(variables):
+        with _blame_variables(variables):
             return Deployment(
                 hosting=self._enum(Hosting, "MB_EMAIL_HOSTING", "a hosting")
                 or Hosting.SELF_HOSTED,
@@ -796,7 +822,7 @@ class _EnvReader:
             raise self._fail(
                 "MB_EMAIL_MANAGED_FROM_ADDRESS", "is not set; the managed service needs it"
             )
-        with _blame({"from_address": "MB_EMAIL_MANAGED_FROM_ADDRESS"}):
+        with _blame_variables({"from_address": "MB_EMAIL_MANAGED_FROM_ADDRESS"}):
             return ManagedService(smtp=smtp, from_address=from_address)
 
     def _sender(self) -> SenderSettings:
@@ -805,7 +831,7 @@ class _EnvReader:
             raise self._fail(
                 "MB_EMAIL_FROM_ADDRESS", "is not set; the sender's address is required"
             )
-        with _blame(
+        with _blame_variables(
             {
                 "from_address": "MB_EMAIL_FROM_ADDRESS",
                 "from_name": "MB_EMAIL_FROM_NAME",
@@ -819,7 +845,7 @@ class _EnvReader:
             )
 
     def _delivery(self) -> DeliverySettings:
-        with _blame(
+        with _blame_variables(
             {
                 "max_recipients_per_message": "MB_EMAIL_MAX_RECIPIENTS_PER_MESSAGE",
                 "max_recipients_per_second": "MB_EMAIL_MAX_RECIPIENTS_PER_SECOND",
@@ -836,7 +862,7 @@ class _EnvReader:
             )
 
     def _recipients(self) -> RecipientPolicy:
-        with _blame({"approved_domains": "MB_SUBSCRIPTION_ALLOWED_DOMAINS"}):
+        with _blame_variables({"approved_domains": "MB_SUBSCRIPTION_ALLOWED_DOMAINS"}):
             return RecipientPolicy(
                 approved_domains=self._get("MB_SUBSCRIPTION_ALLOWED_DOMAINS") or (),
                 suggestions=self._enum(SuggestionMode, "MB_USER_VISIBILITY", "a user visibility")
@@ -870,7 +896,7 @@ class _EnvReader:
                 "recipients.suggestions": "MB_USER_VISIBILITY",
             }
         )
-        with _blame(blame):
+        with _blame_variables(blame):
             return EmailSettings(
                 deployment=deployment,
                 sender=self._sender(),

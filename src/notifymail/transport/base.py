@@ -122,15 +122,18 @@ class Delivery:
 class Transport(abc.ABC):
     """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager
-    (which opens once and closes at exit), logging, and a lock so that a transport
-    shared by threads delivers one envelope at a time. ``open`` and ``close`` do
-    nothing unless overridden; outside a ``with`` block each ``send`` and
-    ``send_many`` call opens and closes around itself.
+    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    logging, and a lock so that a transport shared by threads delivers one envelope at
+    a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
+    the first envelope, not on entering a ``with`` block, so a server that is down
+    fails the send (which a mailer retries), never the ``with`` statement; once open,
+    the transport stays open until the outermost block ends and ``close`` runs. Outside
+    a ``with`` block each ``send`` and ``send_many`` call opens and closes around itself.
     """
 
     _lock: threading.RLock
-    _open_count: int
+    _open_count: int  # with blocks entered and not yet left, across threads
+    _is_open: bool  # open() has run and close() has not
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         # Set here rather than in __init__ so a subclass that forgets super().__init__()
@@ -138,6 +141,7 @@ class Transport(abc.ABC):
         instance = super().__new__(cls)
         instance._lock = threading.RLock()
         instance._open_count = 0
+        instance._is_open = False
         return instance
 
     @abc.abstractmethod
@@ -150,7 +154,7 @@ class Transport(abc.ABC):
         """
 
     def open(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Prepare for delivery (connect, log in). Called once per ``with`` block."""
+        """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Release what :meth:`open` took. Called once, when the outermost block ends."""
@@ -178,8 +182,6 @@ class Transport(abc.ABC):
 
     def __enter__(self) -> Self:
         with self._lock:
-            if self._open_count == 0:
-                self.open()
             self._open_count += 1
         return self
 
@@ -191,12 +193,16 @@ class Transport(abc.ABC):
     ) -> None:
         with self._lock:
             self._open_count -= 1
-            if self._open_count == 0:
+            if self._open_count == 0 and self._is_open:
+                self._is_open = False
                 self.close()
 
     def _deliver_logged(self, envelope: Envelope) -> Delivery:
         name = type(self).__name__
         try:
+            if not self._is_open:
+                self.open()
+                self._is_open = True
             delivery = self.deliver(envelope)
         except DeliveryError as error:
             logger.warning(
