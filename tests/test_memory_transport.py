@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from email.message import EmailMessage
 
 import pytest
 
@@ -206,3 +207,14 @@ def test_refuse_applies_to_every_later_envelope() -> None:
     for _ in range(3):
         delivery = transport.send(envelope("ann@example.com", "bob@example.com"))
         assert list(delivery.refused) == ["bob@example.com"]
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["bad@x.com\r\nRSET", "a@b.com> NOTIFY=NEVER", "a b@example.com", "", "a@b.com\x00"],
+)
+def test_an_envelope_refuses_addresses_that_would_break_an_smtp_command(address: str) -> None:
+    with pytest.raises(nm.InvalidMessage, match="cannot go in MAIL FROM or RCPT TO"):
+        nm.Envelope("ann@example.com", (address,), EmailMessage())
+    with pytest.raises(nm.InvalidMessage):
+        nm.Envelope(address, ("ann@example.com",), EmailMessage())

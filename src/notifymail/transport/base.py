@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from typing_extensions import Self
 
 from notifymail._address import needs_smtputf8
-from notifymail.errors import DeliveryError
+from notifymail.errors import DeliveryError, InvalidMessage
 
 if TYPE_CHECKING:
     from email.message import EmailMessage
@@ -50,6 +51,9 @@ class Reply:
         return 500 <= self.code < 600
 
 
+_BREAKS_A_COMMAND = re.compile(r"[\s<>\x00-\x1f\x7f]|^$")
+
+
 @dataclass(frozen=True)
 class Envelope:
     """One SMTP transaction: the envelope sender, the recipients, and the message.
@@ -70,6 +74,10 @@ class Envelope:
             object.__setattr__(self, "recipients", tuple(self.recipients))
         if not self.recipients:
             raise ValueError("an Envelope needs at least one recipient")
+        for address in (self.sender, *self.recipients):
+            # What would end an SMTP command early or add parameters to it.
+            if not isinstance(address, str) or _BREAKS_A_COMMAND.search(address):
+                raise InvalidMessage(f"envelope: {address!r} cannot go in MAIL FROM or RCPT TO")
 
     @property
     def needs_smtputf8(self) -> bool:
