@@ -245,3 +245,21 @@ def test_python_m_notifymail_send_test_works_on_a_fresh_machine() -> None:
     assert "Subject: Test email from notifymail" in result.stdout
     assert "From: notifications@example.com" in result.stdout
     assert "No SMTP server configured" in result.stderr
+
+
+def test_verify_autocorrect_on_cloud_names_the_managed_security_variable(
+    env: Env, capsys: pytest.CaptureFixture[str], smtp_server: Callable[..., SmtpServer]
+) -> None:
+    server = smtp_server()  # plain SMTP, no STARTTLS offered
+    env(
+        MB_EMAIL_HOSTING="cloud",
+        MB_EMAIL_PLAN="starter",
+        MB_EMAIL_MANAGED_SMTP_HOST=HOST,
+        MB_EMAIL_MANAGED_SMTP_PORT=server.port,
+        MB_EMAIL_MANAGED_SMTP_SECURITY="starttls",
+        MB_EMAIL_MANAGED_FROM_ADDRESS="noreply@operator.example",
+    )
+    code, out, _ = run(capsys, "verify", "--autocorrect")
+
+    assert code == 0
+    assert "set MB_EMAIL_MANAGED_SMTP_SECURITY=tls" in out

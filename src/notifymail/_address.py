@@ -29,8 +29,8 @@ def has_control_character(value: str) -> bool:
 # check of 100,000 new addresses must take well under a second. The domain's verdict is
 # email-validator's own, cached per domain: it does not depend on the local part.
 # Anything else goes to email-validator, which alone ever refuses an address.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_DOT_ATOM = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"  # RFC 5322 atext, one or more
+_DOT_ATOM = re.compile(rf"{ATEXT}(?:\.{ATEXT})*")
 _HOST_NAME = re.compile(r"[A-Za-z0-9.\-\u0080-\U0010ffff]+")  # what a domain may hold
 _MAX_LOCAL_PART = 64  # longer is refused by email-validator in strict mode: left to it
 _MAX_ADDRESS = 254  # bytes, as email-validator counts

@@ -26,6 +26,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from notifymail._address import (
+    ATEXT,
     ascii_domain,
     domain_of,
     has_control_character,
@@ -79,9 +80,8 @@ _UNDISCLOSED_RECIPIENTS = "undisclosed-recipients:;"
 # else (non-ASCII, quoting, an encoded word) becomes a parsed header object, as
 # ``message[name] = value`` would make it. Values longer than a line are refolded from a
 # parse by the policy either way, so the bytes are the same on both paths.
-_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
-_PLAIN_ADDRESS = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
-_PLAIN_PHRASE = re.compile(rf"(?!.*=\?){_ATEXT}(?: {_ATEXT})*")  # a display name, no quotes
+_PLAIN_ADDRESS = re.compile(rf"{ATEXT}(?:\.{ATEXT})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+_PLAIN_PHRASE = re.compile(rf"(?!.*=\?){ATEXT}(?: {ATEXT})*")  # a display name, no quotes
 _PLAIN_TEXT = re.compile(r"(?!.*=\?)[!-~]+(?: [!-~]+)*")  # unstructured: Subject, custom
 
 _Value = str | BaseHeader

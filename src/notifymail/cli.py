@@ -19,6 +19,7 @@ from notifymail.errors import ConfigError, DeliveryError, InvalidMessage
 from notifymail.mailer import DeliveryReport, Mailer
 from notifymail.settings import EmailSettings, Secret
 from notifymail.transport.console import ConsoleTransport
+from notifymail.verify import verify_smtp
 
 __all__ = ["main"]
 
@@ -105,7 +106,7 @@ def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             field="smtp.host",
             env_var="MB_EMAIL_SMTP_HOST",
         )
-    result = Mailer(settings).verify(autocorrect=args.autocorrect)
+    result = verify_smtp(smtp, autocorrect=args.autocorrect)
     server = f"{smtp.host}:{smtp.effective_port}"
     if not result.ok:
         for field_name, message in result.errors.items():
@@ -116,9 +117,18 @@ def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     if result.corrected:
         print(
             f"The configured security {smtp.security.value} did not work: "
-            f"set MB_EMAIL_SMTP_SECURITY={result.security.value}."
+            f"set {_security_variable(settings)}={result.security.value}."
         )
     return 0
+
+
+def _security_variable(settings: EmailSettings) -> str:
+    """The variable that sets the security of the server ``verify`` checked."""
+    if not settings.deployment.is_cloud:
+        return "MB_EMAIL_SMTP_SECURITY"
+    if settings.use_custom_smtp:
+        return "MB_EMAIL_SMTP_SECURITY_OVERRIDE"
+    return "MB_EMAIL_MANAGED_SMTP_SECURITY"
 
 
 def _config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:

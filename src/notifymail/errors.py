@@ -43,6 +43,7 @@ __all__ = [
     "RecipientNotAllowed",
     "TemporaryFailure",
     "TlsError",
+    "error_for_reply",
 ]
 
 
@@ -154,3 +155,12 @@ class TemporaryFailure(DeliveryError):
 
 class PermanentFailure(DeliveryError):
     """A 5xx reply: sending the same thing again will fail again."""
+
+
+def error_for_reply(
+    message: str, reply: Reply, *, refused: Mapping[str, Reply] | None = None
+) -> TemporaryFailure | PermanentFailure:
+    """The error for a server's refusal: :class:`TemporaryFailure` for a 4xx reply,
+    :class:`PermanentFailure` for anything else. For transports of every kind."""
+    error_class = TemporaryFailure if reply.is_transient else PermanentFailure
+    return error_class(message, reply=reply, refused=refused)

@@ -1,7 +1,9 @@
 """What a host asks to send: messages, notifications and their attachments, checked.
 
-Every address is validated and every header value checked (CR, LF, NUL) when a
-``Message`` or ``Notification`` is made, so nothing invalid reaches composition.
+Every address is validated and every header value checked for line breaks and control
+characters when a ``Message`` or ``Notification`` is made; composition then refuses
+what only the email package's decoding reveals (an RFC 2047 encoded word that decodes
+to a line break), so ``InvalidMessage`` still comes before anything is sent.
 :func:`compose` and :func:`compose_notification` turn them into envelopes; they live in
 ``notifymail._compose`` with the email package, which is imported on first use.
 """

@@ -18,7 +18,7 @@ from email.message import EmailMessage
 from typing_extensions import override
 
 from notifymail._address import address_key, normalize_address
-from notifymail.errors import PermanentFailure, TemporaryFailure
+from notifymail.errors import error_for_reply
 from notifymail.transport.base import Delivery, Envelope, Reply, Transport
 
 __all__ = ["MemoryTransport", "Sent", "read_back"]
@@ -150,10 +150,7 @@ class MemoryTransport(Transport):
         accepted = tuple(r for r in envelope.recipients if r not in refused)
         if not accepted:
             reply = next(iter(refused.values()))
-            error_class = TemporaryFailure if reply.is_transient else PermanentFailure
-            raise error_class(
-                f"every recipient was refused: {reply}", reply=reply, refused=refused
-            )
+            raise error_for_reply(f"every recipient was refused: {reply}", reply, refused=refused)
         sent = _record(envelope, accepted)
         with self._outbox_lock:
             self.outbox.append(sent)
