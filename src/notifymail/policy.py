@@ -311,7 +311,18 @@ def _new_smtp(
             field: value for field, (_, value) in updates.items() if value is not None
         }
         return SmtpSettings(**values)
-    return _replace(current, updates)
+    new = _replace(current, updates)
+    moved = new.host.lower() != current.host.lower()
+    if moved and new.password is not None and "password" not in updates:
+        # Stricter than Metabase: whoever may edit the form must not be able to point
+        # the stored password at a server of their own.
+        password_name = host_name.replace("-host", "-password")
+        raise ConfigError(
+            f"{password_name}: enter the password again; the stored one is not sent to "
+            f"a new host ({new.host})",
+            field=password_name,
+        )
+    return new
 
 
 def apply_changes(
