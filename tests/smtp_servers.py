@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import select
 import socket
 import ssl
 import threading
@@ -90,6 +91,8 @@ class RecordingHandler:
       the reply is lost after the server took it. ``"close"`` closes the connection,
       ``"silence"`` keeps it open and says nothing.
     - ``offer_auth``: False leaves AUTH out of the EHLO reply.
+    - ``offer_pipelining``: True adds PIPELINING (RFC 2920) to the EHLO reply; aiosmtpd
+      reads commands one after another either way, but does not offer it itself.
     - ``echo_credentials``: a failed AUTH is answered with a 535 that repeats the
       username and password it received, as a careless or hostile server might.
     """
@@ -101,6 +104,7 @@ class RecordingHandler:
     drop_reply: str | None = None
     lose_data_reply: Literal["close", "silence"] | None = None
     offer_auth: bool = True
+    offer_pipelining: bool = False
     echo_credentials: bool = False
 
     commands: list[str] = field(default_factory=list)
@@ -133,9 +137,11 @@ class RecordingHandler:
     ) -> list[str]:
         session.host_name = hostname
         self.ehlo_names.append(hostname)
-        if self.offer_auth:
-            return responses
-        return [line for line in responses if not line[4:].startswith("AUTH")]
+        if not self.offer_auth:
+            responses = [line for line in responses if not line[4:].startswith("AUTH")]
+        if self.offer_pipelining:
+            responses = [responses[0], "250-PIPELINING", *responses[1:]]
+        return responses
 
     async def handle_MAIL(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
@@ -384,6 +390,59 @@ class _Closed(Exception):
     """The scripted server closed this connection."""
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """One command line as it reached the server, and how many replies the server had
+    sent on that connection before it arrived (the greeting counts as one)."""
+
+    connection: int
+    line: str
+    answered: int
+
+
+class _Wire:
+    """A connection's two directions: lines in, each noted with the number of replies
+    sent before it arrived, and reply lines out."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._buffer = b""
+        self._lines: list[tuple[bytes, int]] = []
+        self._replies = 0
+        self.answered = 0  # replies sent before the line last read arrived
+
+    def _take(self, chunk: bytes) -> None:
+        self._buffer += chunk
+        *complete, self._buffer = self._buffer.split(b"\n")
+        self._lines.extend((line + b"\n", self._replies) for line in complete)
+
+    def readline(self) -> bytes:
+        """The next line, waiting for it; b"" once the client has closed."""
+        while not self._lines:
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                return b""
+            self._take(chunk)
+        line, self.answered = self._lines.pop(0)
+        return line
+
+    def _readable(self) -> bool:
+        try:
+            return bool(select.select([self._sock], [], [], 0)[0])
+        except ValueError:  # the socket was closed by FaultyServer.stop
+            raise _Closed from None
+
+    def send(self, reply: str) -> None:
+        # Lines already here arrived before this reply: take them in first.
+        while self._readable():
+            chunk = self._sock.recv(65536)
+            if not chunk:
+                break
+            self._take(chunk)
+        self._sock.sendall(reply.encode() + b"\r\n")
+        self._replies += 1
+
+
 @dataclass
 class Transaction:
     """One message the server took (acknowledged with 250, or taken with its reply lost)."""
@@ -407,11 +466,23 @@ class FaultyServer:
 
     Records, all seen from the server: ``connections``, ``rcpt_attempts`` (wire address
     -> RCPT TO commands), ``delivered`` (wire address -> messages taken for it),
-    ``transactions``, and ``violations`` (commands out of step, such as a second MAIL
-    FROM inside a transaction, or two clients' commands interleaved on one connection).
+    ``transactions``, ``arrivals`` (every command line, with the replies sent before it
+    arrived), and ``violations`` (commands out of step, such as a second MAIL FROM
+    inside a transaction, or two clients' commands interleaved on one connection).
+
+    ``pipelining`` offers PIPELINING (RFC 2920): a RCPT TO after a refused MAIL FROM, or
+    a DATA without recipients, is then answered 503 instead of counted a violation.
+    ``careless_data`` answers such a DATA 354 all the same (then 554 to its end), as
+    some servers do, and records what it received in ``empty_data``.
     """
 
-    def __init__(self, faults: Mapping[str, list[FaultAction]] | None = None) -> None:
+    def __init__(
+        self,
+        faults: Mapping[str, list[FaultAction]] | None = None,
+        *,
+        pipelining: bool = False,
+        careless_data: bool = False,
+    ) -> None:
         self.faults: dict[str, list[FaultAction]] = {step: [] for step in FAULT_STEPS}
         for step, actions in (faults or {}).items():
             if step not in self.faults:
@@ -422,6 +493,10 @@ class FaultyServer:
         self.delivered: dict[str, int] = {}
         self.transactions: list[Transaction] = []
         self.violations: list[str] = []
+        self.arrivals: list[Arrival] = []
+        self.empty_data: list[bytes] = []
+        self.pipelining = pipelining
+        self.careless_data = careless_data
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._listener = socket.create_server((HOST, 0))
@@ -488,7 +563,7 @@ class FaultyServer:
             return actions.pop(0) if actions else "ok"
 
     def _reply(
-        self, sock: socket.socket, step: str, on_commit: Callable[[bool], None] | None = None
+        self, wire: _Wire, step: str, on_commit: Callable[[bool], None] | None = None
     ) -> str:
         """Do this step's scripted action; return the reply line sent."""
         action = self._action(step)
@@ -501,6 +576,8 @@ class FaultyServer:
             self._stopping.wait(action.seconds)
             action = action.then
         reply = _DEFAULT_REPLIES[step] if action == "ok" else action
+        if step == "ehlo" and self.pipelining and reply.startswith("250-"):
+            reply = reply.replace("\r\n", "\r\n250-PIPELINING\r\n", 1)
         if reply == LOST and on_commit is not None:
             on_commit(False)
             raise _Closed
@@ -508,71 +585,85 @@ class FaultyServer:
             raise _Closed
         if on_commit is not None and reply.startswith("250"):
             on_commit(True)
-        sock.sendall(reply.encode() + b"\r\n")
+        wire.send(reply)
         if reply.startswith("421"):
             raise _Closed
         return reply
 
     def _serve(self, sock: socket.socket, number: int) -> None:
-        reader = sock.makefile("rb")
         try:
-            self._converse(sock, reader, number)
+            self._converse(_Wire(sock), number)
         except (_Closed, OSError):
             pass
         finally:
-            reader.close()
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
 
-    def _converse(self, sock: socket.socket, reader: Any, number: int) -> None:
-        self._reply(sock, "greet")
+    def _converse(self, wire: _Wire, number: int) -> None:
+        self._reply(wire, "greet")
         mail_from: str | None = None
         recipients: list[str] = []
-        while line := reader.readline():
-            verb, _, argument = line.decode("utf-8", "replace").rstrip("\r\n").partition(" ")
+        while line := wire.readline():
+            text = line.decode("utf-8", "replace").rstrip("\r\n")
+            with self._lock:
+                self.arrivals.append(Arrival(number, text, wire.answered))
+            verb, _, argument = text.partition(" ")
             verb = verb.upper()
+            # Pipelined, the commands after a refusal arrive all the same (RFC 2920).
+            out_of_step = not self.pipelining
             if verb in ("EHLO", "HELO"):
-                self._reply(sock, "ehlo")
+                self._reply(wire, "ehlo")
                 mail_from, recipients = None, []
             elif verb == "MAIL":
                 if mail_from is not None:
                     self.violations.append(f"connection {number}: MAIL inside a transaction")
-                if self._reply(sock, "mail").startswith("250"):
+                if self._reply(wire, "mail").startswith("250"):
                     mail_from, recipients = _path(argument), []
             elif verb == "RCPT":
                 address = _path(argument)
-                if mail_from is None:
-                    self.violations.append(f"connection {number}: RCPT before MAIL")
                 with self._lock:
                     self.rcpt_attempts[address] = self.rcpt_attempts.get(address, 0) + 1
-                if self._reply(sock, "rcpt").startswith("25"):
+                if mail_from is None:
+                    if out_of_step:
+                        self.violations.append(f"connection {number}: RCPT before MAIL")
+                    else:
+                        wire.send("503 5.5.1 Need MAIL first")
+                        continue
+                if self._reply(wire, "rcpt").startswith("25"):
                     recipients.append(address)
             elif verb == "DATA":
                 if mail_from is None or not recipients:
-                    self.violations.append(f"connection {number}: DATA without recipients")
-                    sock.sendall(b"503 5.5.1 Bad sequence of commands\r\n")
+                    if out_of_step:
+                        self.violations.append(f"connection {number}: DATA without recipients")
+                    if self.careless_data:
+                        wire.send(_DEFAULT_REPLIES["data"])
+                        self.empty_data.append(_read_data(wire))
+                        wire.send("554 5.5.1 No valid recipients")
+                        mail_from, recipients = None, []
+                    else:
+                        wire.send("503 5.5.1 Bad sequence of commands")
                     continue
-                if not self._reply(sock, "data").startswith("354"):
+                if not self._reply(wire, "data").startswith("354"):
                     mail_from, recipients = None, []
                     continue
-                content = _read_data(reader)
+                content = _read_data(wire)
                 commit = functools.partial(
                     self._commit, number, mail_from, tuple(recipients), content
                 )
                 mail_from, recipients = None, []
-                self._reply(sock, "end", commit)
+                self._reply(wire, "end", commit)
             elif verb == "RSET":
                 mail_from, recipients = None, []
-                self._reply(sock, "rset")
+                self._reply(wire, "rset")
             elif verb == "QUIT":
-                sock.sendall(b"221 2.0.0 Bye\r\n")
+                wire.send("221 2.0.0 Bye")
                 return
             elif verb == "NOOP":
-                sock.sendall(b"250 2.0.0 OK\r\n")
+                wire.send("250 2.0.0 OK")
             else:
                 self.violations.append(f"connection {number}: unexpected {line!r}")
-                sock.sendall(b"500 5.5.2 Unrecognised command\r\n")
+                wire.send("500 5.5.2 Unrecognised command")
 
     def _commit(
         self,
@@ -595,7 +686,7 @@ def _path(argument: str) -> str:
     return argument.partition("<")[2].partition(">")[0]
 
 
-def _read_data(reader: Any) -> bytes:
+def _read_data(reader: _Wire) -> bytes:
     lines = []
     while True:
         line = reader.readline()

@@ -83,6 +83,10 @@ def assert_accounted_for(
     assert server.violations == []
 
 
+# Every scenario runs against a server with and without PIPELINING (RFC 2920).
+both_ways = pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
+
+
 # --- any mix of faults ---
 
 _REPLIES: dict[str, list[FaultAction]] = {
@@ -127,6 +131,7 @@ fault_scripts = st.fixed_dictionaries(
     max_attempts=st.integers(min_value=1, max_value=4),
     per_message=st.integers(min_value=1, max_value=3),
     kept_connection=st.booleans(),
+    pipelining=st.booleans(),
 )
 @example(
     faults={"end": [LOST]},
@@ -135,6 +140,7 @@ fault_scripts = st.fixed_dictionaries(
     max_attempts=3,
     per_message=2,
     kept_connection=True,
+    pipelining=True,
 )
 @example(
     faults={"mail": ["ok", DROP], "end": ["ok", LOST]},
@@ -143,14 +149,15 @@ fault_scripts = st.fixed_dictionaries(
     max_attempts=2,
     per_message=1,
     kept_connection=True,
+    pipelining=True,
 )
 def test_every_recipient_is_accepted_once_or_reported_under_any_faults(  # noqa: PLR0917
-    faults, outsiders, members, max_attempts, per_message, kept_connection
+    faults, outsiders, members, max_attempts, per_message, kept_connection, pipelining
 ):
     recipients = [*MEMBERS[:members], *(f"outsider{i}@example.net" for i in range(outsiders))]
     if not recipients:
         recipients = ["only@example.net"]
-    with FaultyServer(faults) as server:
+    with FaultyServer(faults, pipelining=pipelining) as server:
         mailer = _mailer(server, max_attempts=max_attempts, per_message=per_message)
         if kept_connection:
             with mailer:
@@ -166,14 +173,22 @@ def test_every_recipient_is_accepted_once_or_reported_under_any_faults(  # noqa:
     faults=fault_scripts,
     recipients=st.integers(min_value=1, max_value=3),
     max_attempts=st.integers(min_value=1, max_value=3),
+    pipelining=st.booleans(),
 )
-@example(faults={"end": [LOST]}, recipients=2, max_attempts=3)
-@example(faults={"end": [DROP]}, recipients=1, max_attempts=3)
-@example(faults={"rcpt": ["452 4.5.3 Too many"] * 3, "end": [LOST]}, recipients=2, max_attempts=3)
-def test_send_delivers_once_or_raises_under_any_faults(faults, recipients, max_attempts):
+@example(faults={"end": [LOST]}, recipients=2, max_attempts=3, pipelining=True)
+@example(faults={"end": [DROP]}, recipients=1, max_attempts=3, pipelining=False)
+@example(
+    faults={"rcpt": ["452 4.5.3 Too many"] * 3, "end": [LOST]},
+    recipients=2,
+    max_attempts=3,
+    pipelining=True,
+)
+def test_send_delivers_once_or_raises_under_any_faults(
+    faults, recipients, max_attempts, pipelining
+):
     to = [f"user{i}@example.net" for i in range(recipients)]
     sleeps: list[float] = []
-    with FaultyServer(faults) as server:
+    with FaultyServer(faults, pipelining=pipelining) as server:
         mailer = _mailer(server, max_attempts=max_attempts, sleeps=sleeps)
         message = nm.Message(to=to, subject="Reset your password", text="Hi.\n")
         try:
@@ -197,13 +212,14 @@ def test_send_delivers_once_or_raises_under_any_faults(faults, recipients, max_a
 # --- a disconnect at every step ---
 
 
+@both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data", "rset"])
-def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(step):
+def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(step, pipelining):
     faults: dict[str, list[FaultAction]] = {step: [DROP]}
     if step == "rset":  # RSET follows a failed transaction only
         faults["mail"] = ["451 4.3.0 Try later"]
     recipients = ["ann@example.net", "bob@example.net", *MEMBERS]
-    with FaultyServer(faults) as server:
+    with FaultyServer(faults, pipelining=pipelining) as server:
         report = _mailer(server).notify(_notification(recipients))
 
     assert report.ok
@@ -211,8 +227,9 @@ def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(step)
     assert all(server.delivered[address] == 1 for address in recipients)
 
 
-def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resends_it():
-    with FaultyServer({"end": [DROP]}) as server:
+@both_ways
+def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resends_it(pipelining):
+    with FaultyServer(pipelining=pipelining, faults={"end": [DROP]}) as server:
         report = _mailer(server).notify(_notification(["ann@example.net", "bob@example.net"]))
 
     error = report.failed["ann@example.net"]
@@ -222,8 +239,9 @@ def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resend
     assert server.rcpt_attempts["ann@example.net"] == 1
 
 
-def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed():
-    with FaultyServer({"end": [LOST]}) as server:
+@both_ways
+def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed(pipelining):
+    with FaultyServer(pipelining=pipelining, faults={"end": [LOST]}) as server:
         report = _mailer(server).notify(_notification(["ann@example.net", "bob@example.net"]))
 
     assert server.delivered == {"ann@example.net": 1, "bob@example.net": 1}
@@ -233,10 +251,11 @@ def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed():
     assert_accounted_for(report, ["ann@example.net", "bob@example.net"], server, 3)
 
 
-def test_a_server_dropping_the_kept_connection_between_messages_is_reconnected_once():
+@both_ways
+def test_a_server_dropping_the_kept_connection_between_messages_is_reconnected_once(pipelining):
     recipients = [f"user{i}@example.net" for i in range(3)]
     # The second MAIL FROM, on the kept connection, finds it closed.
-    with FaultyServer({"mail": ["ok", DROP]}) as server:
+    with FaultyServer(pipelining=pipelining, faults={"mail": ["ok", DROP]}) as server:
         mailer = _mailer(server, max_attempts=1)
         with mailer:
             report = mailer.notify(_notification(recipients))
@@ -262,11 +281,14 @@ _RETRYABLE = [
 ]
 
 
+@both_ways
 @pytest.mark.parametrize(("step", "fault"), _RETRYABLE)
 @pytest.mark.parametrize("max_attempts", [1, 4])
-def test_retryable_faults_are_retried_up_to_max_attempts_then_reported(step, fault, max_attempts):
+def test_retryable_faults_are_retried_up_to_max_attempts_then_reported(
+    step, fault, max_attempts, pipelining
+):
     sleeps: list[float] = []
-    with FaultyServer({step: [fault] * 50}) as server:
+    with FaultyServer(pipelining=pipelining, faults={step: [fault] * 50}) as server:
         report = _mailer(server, max_attempts=max_attempts, sleeps=sleeps).notify(
             _notification(["ann@example.net"])
         )
@@ -278,10 +300,13 @@ def test_retryable_faults_are_retried_up_to_max_attempts_then_reported(step, fau
     assert server.delivered == {}
 
 
+@both_ways
 @pytest.mark.parametrize("max_attempts", [1, 4])
-def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_attempts):
+def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_attempts, pipelining):
     first, second = MEMBERS[:2]  # account holders: one envelope for both
-    with FaultyServer({"rcpt": ["ok", *["452 4.5.3 Too many"] * 10]}) as server:
+    with FaultyServer(
+        pipelining=pipelining, faults={"rcpt": ["ok", *["452 4.5.3 Too many"] * 10]}
+    ) as server:
         report = _mailer(server, max_attempts=max_attempts).notify(_notification([first, second]))
 
     assert report.accepted == (first,)
@@ -291,6 +316,7 @@ def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_att
     assert_accounted_for(report, [first, second], server, max_attempts)
 
 
+@both_ways
 @pytest.mark.parametrize(
     ("step", "fault"),
     [
@@ -302,8 +328,8 @@ def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_att
         ("end", LOST),
     ],
 )
-def test_permanent_faults_and_unconfirmed_ends_are_never_retried(step, fault):
-    with FaultyServer({step: [fault] * 5}) as server:
+def test_permanent_faults_and_unconfirmed_ends_are_never_retried(step, fault, pipelining):
+    with FaultyServer(pipelining=pipelining, faults={step: [fault] * 5}) as server:
         report = _mailer(server, max_attempts=5).notify(_notification(["ann@example.net"]))
 
     assert report.failed["ann@example.net"].retryable is False
@@ -316,9 +342,10 @@ def test_permanent_faults_and_unconfirmed_ends_are_never_retried(step, fault):
 TIMEOUT = 0.4
 
 
+@both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data", "end"])
-def test_a_slow_reply_within_the_timeout_is_waited_for(step):
-    with FaultyServer({step: [Slow(TIMEOUT / 3)]}) as server:
+def test_a_slow_reply_within_the_timeout_is_waited_for(step, pipelining):
+    with FaultyServer(pipelining=pipelining, faults={step: [Slow(TIMEOUT / 3)]}) as server:
         report = _mailer(server, timeout=TIMEOUT, max_attempts=1).notify(
             _notification(["ann@example.net"])
         )
@@ -327,9 +354,10 @@ def test_a_slow_reply_within_the_timeout_is_waited_for(step):
     assert server.connections == 1
 
 
+@both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data"])
-def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(step):
-    with FaultyServer({step: [Slow(TIMEOUT + 1.0)]}) as server:
+def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(step, pipelining):
+    with FaultyServer(pipelining=pipelining, faults={step: [Slow(TIMEOUT + 1.0)]}) as server:
         report = _mailer(server, timeout=TIMEOUT, max_attempts=2).notify(
             _notification(["ann@example.net"])
         )
@@ -339,8 +367,9 @@ def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(step)
     assert server.delivered == {"ann@example.net": 1}
 
 
-def test_a_reply_slower_than_the_timeout_after_the_end_of_data_is_never_resent():
-    with FaultyServer({"end": [Slow(TIMEOUT + 1.0)]}) as server:
+@both_ways
+def test_a_reply_slower_than_the_timeout_after_the_end_of_data_is_never_resent(pipelining):
+    with FaultyServer(pipelining=pipelining, faults={"end": [Slow(TIMEOUT + 1.0)]}) as server:
         report = _mailer(server, timeout=TIMEOUT, max_attempts=3).notify(
             _notification(["ann@example.net"])
         )
