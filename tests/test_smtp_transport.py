@@ -408,6 +408,21 @@ def test_non_ascii_local_part_fails_before_mail_from_without_smtputf8(smtp_serve
     assert server.handler.messages == []
 
 
+def test_a_reply_to_needing_smtputf8_fails_cleanly_without_the_extension(smtp_server):
+    server = smtp_server(smtputf8=False)
+    sender = nm.SenderSettings(from_address="alerts@example.com", reply_to=("jörg@example.com",))
+    settings = nm.EmailSettings(sender=sender, smtp=server.settings())
+    mailer = nm.Mailer(settings, sleep=lambda seconds: None)
+    message = nm.Message(to=["ann@example.com"], subject="Reset", text="Reset it.")
+
+    with pytest.raises(nm.PermanentFailure, match="an address in the headers needs SMTPUTF8"):
+        mailer.send(message)
+    report = mailer.notify(nm.Notification(["ann@example.com"], "Alert", text="Hi."))
+
+    assert isinstance(report.failed["ann@example.com"], nm.PermanentFailure)
+    assert server.handler.messages == []
+
+
 def test_international_domain_goes_on_the_wire_as_a_labels(smtp_server):
     server = smtp_server(smtputf8=False)
     envelope = make_envelope(sender="alerts@bücher.example", recipients=("ann@bücher.example",))

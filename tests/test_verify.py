@@ -136,3 +136,19 @@ def test_verify_result_is_immutable():
         result.ok = True  # type: ignore[misc]
     with pytest.raises(TypeError):
         result.errors["port"] = "y"  # type: ignore[index]
+
+
+def test_mailer_verify_trusts_the_ca_its_smtp_transport_was_given(
+    smtp_server, server_tls, client_tls
+):
+    server = smtp_server(starttls=server_tls, users=USERS)
+    smtp = server.settings(username="robot", password=USERS["robot"])
+    settings = nm.EmailSettings(
+        sender=nm.SenderSettings(from_address="alerts@example.com"), smtp=smtp
+    )
+    mailer = nm.Mailer(settings, transport=nm.SmtpTransport(smtp, ssl_context=client_tls))
+
+    assert mailer.verify() == nm.VerifyResult(
+        ok=True, errors={}, security=nm.Security.STARTTLS, corrected=False
+    )
+    assert not nm.Mailer(settings).verify().ok  # the system trust store does not know the CA

@@ -228,13 +228,20 @@ class Mailer:
         )
 
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
-        """Check the active SMTP server (connect, TLS, login, quit) without sending."""
+        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+
+        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
+        the transport is trusted here too.
+        """
+        from notifymail.transport.smtp import SmtpTransport
         from notifymail.verify import verify_smtp
 
         smtp = self.settings.active_smtp
         if smtp is None:
             raise _no_server()
-        return verify_smtp(smtp, autocorrect=autocorrect)
+        transport = self.transport
+        context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
+        return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
 
     def _hand_over(self, envelope: Envelope, tally: _Tally) -> DeliveryError | None:
         """Deliver one envelope with retries, record the outcome in ``tally``.

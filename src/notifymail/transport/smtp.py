@@ -186,6 +186,11 @@ class SmtpTransport(Transport):
         return f"SmtpTransport({smtp.host}:{smtp.effective_port}, security={smtp.security.value})"
 
     @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context in use (``None`` under ``Security.NONE`` without one given)."""
+        return self._ssl_context
+
+    @property
     def _server(self) -> str:
         return f"{self.smtp.host}:{self.smtp.effective_port}"
 
@@ -215,7 +220,7 @@ class SmtpTransport(Transport):
             self._ehlo(connection)
             self._starttls(connection)
             self._login(connection)
-        except DeliveryError:
+        except BaseException:
             connection.close()
             raise
         logger.debug("connected to %s (security %s)", self._server, self.smtp.security.value)
@@ -251,6 +256,9 @@ class SmtpTransport(Transport):
             self._data(connection, envelope, commands)
         except DeliveryError:
             self._reset(connection, commands)
+            raise
+        except BaseException:
+            self._drop(connection)  # out of step in a way RSET cannot be trusted to mend
             raise
         return Delivery(message_id=envelope.message_id, accepted=tuple(accepted), refused=refused)
 
@@ -411,22 +419,29 @@ class SmtpTransport(Transport):
             raise AuthenticationFailed(
                 f"{self._server} does not offer AUTH, but username and password are set"
             )
-        secret = smtp.password.reveal()
         failure: AuthenticationFailed | None = None
-        with self._step(connection, "AUTH"):
-            try:
-                connection.login(smtp.username, secret)
-            except smtplib.SMTPResponseException as error:
-                # A server may repeat what it was sent: the reply never keeps the password.
-                text = _without_credentials(error.smtp_error, smtp.username, secret)
-                reply = _reply(error.smtp_code, text)
-                message = f"{self._server} refused the credentials for {smtp.username!r}: {reply}"
-                failure = AuthenticationFailed(message, reply=reply, retryable=reply.is_transient)
-            except smtplib.SMTPServerDisconnected:
-                raise  # a broken connection, not a refusal: _step makes it ConnectionFailed
-            except smtplib.SMTPException as error:  # smtplib's own text, never the server's
-                message = f"{self._server} refused AUTH for {smtp.username!r}: {error}"
-                failure = AuthenticationFailed(message)
+        secret = smtp.password.reveal()
+        try:
+            with self._step(connection, "AUTH"):
+                try:
+                    connection.login(smtp.username, secret)
+                except smtplib.SMTPResponseException as error:
+                    # A server may repeat what it was sent: the reply never keeps the password.
+                    text = _without_credentials(error.smtp_error, smtp.username, secret)
+                    reply = _reply(error.smtp_code, text)
+                    message = (
+                        f"{self._server} refused the credentials for {smtp.username!r}: {reply}"
+                    )
+                    failure = AuthenticationFailed(
+                        message, reply=reply, retryable=reply.is_transient
+                    )
+                except smtplib.SMTPServerDisconnected:
+                    raise  # a broken connection, not a refusal: _step makes it ConnectionFailed
+                except smtplib.SMTPException as error:  # smtplib's own text, never the server's
+                    message = f"{self._server} refused AUTH for {smtp.username!r}: {error}"
+                    failure = AuthenticationFailed(message)
+        finally:
+            del secret  # so no capture of frame locals (error trackers) records it
         if failure is not None:
             raise failure  # outside the except: no chained exception holds the server's reply
 
@@ -438,7 +453,8 @@ class SmtpTransport(Transport):
         encoding = "ascii"
         if envelope.needs_smtputf8:
             if not connection.has_extn("smtputf8"):
-                address = next(filter(needs_smtputf8, (envelope.sender, *envelope.recipients)))
+                addresses = (envelope.sender, *envelope.recipients)
+                address = next(filter(needs_smtputf8, addresses), "an address in the headers")
                 raise PermanentFailure(
                     f"{address} needs SMTPUTF8, which the server {self._server} does not offer"
                 )
