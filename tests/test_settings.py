@@ -548,34 +548,3 @@ def test_email_settings_refuse_wrong_types(field: str, value: object) -> None:
     with pytest.raises(nm.ConfigError) as info:
         nm.EmailSettings(**fields)
     assert info.value.field == field
-
-
-# --- presets ---
-
-
-def test_presets() -> None:
-    gmail = nm.SmtpSettings.gmail("me@gmail.com", "app password")
-    assert (gmail.host, gmail.effective_port, gmail.security) == (
-        "smtp.gmail.com",
-        465,
-        nm.Security.SSL,
-    )
-    ses = nm.SmtpSettings.ses("EU-West-1", "AKIA", "secret")
-    assert (ses.host, ses.effective_port, ses.security) == (
-        "email-smtp.eu-west-1.amazonaws.com",
-        587,
-        nm.Security.STARTTLS,
-    )
-    mandrill = nm.SmtpSettings.mandrill("acme", "key-123456")
-    assert (mandrill.host, mandrill.effective_port, mandrill.security) == (
-        "smtp.mandrillapp.com",
-        587,
-        nm.Security.STARTTLS,
-    )
-    assert mandrill.password == nm.Secret("key-123456")
-
-
-def test_ses_region_is_checked() -> None:
-    with pytest.raises(nm.ConfigError) as info:
-        nm.SmtpSettings.ses("eu-west-1.evil.example/", "AKIA", "secret")
-    assert info.value.field == "region"
