@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import email
 import re
 import threading
@@ -506,8 +505,8 @@ def test_raw_is_the_messages_own_serialisation(to: str, fields: dict[str, object
     assert envelope.raw == envelope.message.as_bytes(policy=wire)
 
 
-def test_replace_keeps_a_composed_envelope_working() -> None:
+def test_a_retry_envelope_keeps_the_composed_bytes() -> None:
     envelope = compose(message(to=["ann@example.com", "bob@example.com"]), SENDER)
-    retry = dataclasses.replace(envelope, recipients=("bob@example.com",))
+    retry = envelope.with_recipients(("bob@example.com",))
     assert retry.recipients == ("bob@example.com",)
     assert retry.raw == envelope.raw

@@ -53,10 +53,11 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
-    from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+    from notifymail.transport.base import Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
+    from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
 
 __version__ = "0.1.0"
@@ -65,14 +66,14 @@ __version__ = "0.1.0"
 _LAZY = {
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
-    "Delivery": "notifymail.transport.base",
+    "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
-    "Envelope": "notifymail.transport.base",
+    "Envelope": "notifymail.values",
     "Mailer": "notifymail.mailer",
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
     "Notification": "notifymail.message",
-    "Reply": "notifymail.transport.base",
+    "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
     "Transport": "notifymail.transport.base",

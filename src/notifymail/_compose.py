@@ -15,14 +15,12 @@ import binascii
 import re
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email import policy as email_policy
 from email import quoprimime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 from notifymail._address import (
@@ -41,7 +39,7 @@ from notifymail.message import (
     _header_value,
     validate_recipients,
 )
-from notifymail.transport.base import Envelope
+from notifymail.values import Envelope
 
 if TYPE_CHECKING:
     from notifymail.message import _Batch
@@ -280,7 +278,6 @@ def _body(content: Message | Notification) -> _Part:
     return body
 
 
-@dataclass(frozen=True)
 class _ComposedEnvelope(Envelope):
     """An envelope whose ``raw`` reuses the bytes its composition shares: only the headers
     that vary per envelope (``To``, ``Cc``, ``Message-ID``) are written.
@@ -289,16 +286,31 @@ class _ComposedEnvelope(Envelope):
     is shared structure: it must not be modified once composed.
     """
 
-    headers: _Headers = field(kw_only=True, repr=False, compare=False)
-    message_id_value: str = field(kw_only=True, repr=False, compare=False)
+    __slots__ = ("_headers", "_message_id")
+
+    _headers: _Headers
+    _message_id: str
+
+    def __init__(
+        self,
+        sender: str,
+        recipients: tuple[str, ...],
+        message: EmailMessage,
+        *,
+        smtputf8: bool,
+        headers: _Headers,
+        message_id: str,
+    ) -> None:
+        super().__init__(sender, recipients, message, smtputf8=smtputf8)
+        object.__setattr__(self, "_headers", headers)
+        object.__setattr__(self, "_message_id", message_id)
 
     @property
     def message_id(self) -> str:
-        return self.message_id_value
+        return self._message_id
 
-    @cached_property
-    def raw(self) -> bytes:
-        return self.headers.wire(self.message, self.needs_smtputf8)
+    def _serialise(self) -> bytes:
+        return self._headers.wire(self.message, self.needs_smtputf8)
 
 
 class _Headers:
@@ -383,7 +395,7 @@ class _Headers:
             message,
             smtputf8=utf8,
             headers=self,
-            message_id_value=message_id,
+            message_id=message_id,
         )
 
     def wire(self, message: EmailMessage, utf8: bool) -> bytes:

@@ -4,7 +4,6 @@ hands over (transport), retrying and pacing the hand-over, and does nothing else
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -26,7 +25,8 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+from notifymail.transport.base import Transport
+from notifymail.values import Delivery, Envelope, Reply
 
 if TYPE_CHECKING:
     from notifymail.settings import EmailSettings
@@ -283,7 +283,7 @@ class Mailer:
             for address in again:
                 del tally.refused[address]
             logger.debug("attempt %d: %d recipient(s) refused for now", attempt, len(again))
-            pending = dataclasses.replace(envelope, recipients=again)
+            pending = envelope.with_recipients(again)
             self._sleep(retry.delay(attempt))
             attempt += 1
 

@@ -21,7 +21,7 @@ from notifymail.errors import InvalidMessage
 
 if TYPE_CHECKING:
     from notifymail.settings import SenderSettings
-    from notifymail.transport.base import Envelope
+    from notifymail.values import Envelope
 
 __all__ = [
     "Attachment",

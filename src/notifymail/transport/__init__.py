@@ -3,7 +3,8 @@
 from typing import TYPE_CHECKING
 
 from notifymail._lazy import lazy_exports
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+from notifymail.transport.base import Transport
+from notifymail.values import Delivery, Envelope, Reply
 
 if TYPE_CHECKING:
     from notifymail.transport.console import ConsoleTransport

@@ -10,8 +10,9 @@ from typing import TextIO
 
 from typing_extensions import override
 
-from notifymail.transport.base import Delivery, Envelope, Transport
+from notifymail.transport.base import Transport
 from notifymail.transport.memory import read_back
+from notifymail.values import Delivery, Envelope
 
 __all__ = ["ConsoleTransport"]
 

@@ -19,7 +19,8 @@ from typing_extensions import override
 
 from notifymail._address import address_key, normalize_address
 from notifymail.errors import error_for_reply
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+from notifymail.transport.base import Transport
+from notifymail.values import Delivery, Envelope, Reply
 
 __all__ = ["MemoryTransport", "Sent", "read_back"]
 

@@ -36,7 +36,8 @@ from notifymail.errors import (
     TlsError,
 )
 from notifymail.settings import Security, SmtpSettings
-from notifymail.transport.base import Delivery, Envelope, Reply, Transport
+from notifymail.transport.base import Transport
+from notifymail.values import Delivery, Envelope, Reply
 
 __all__ = ["SmtpTransport"]
 
