@@ -51,6 +51,11 @@ def progress_line(port: int, doing: str, *, security: str = "none", timeout: str
     return f"connecting to {HOST}:{port} ({security}, timeout {timeout} s) to {doing} ...\n"
 
 
+def env_for_server(env: Env, port: int) -> None:
+    """A self-hosted setup sending as bi@acme.example through 127.0.0.1:``port``."""
+    env(MB_EMAIL_SMTP_HOST=HOST, MB_EMAIL_SMTP_PORT=port, MB_EMAIL_FROM_ADDRESS="bi@acme.example")
+
+
 SENDING = "send a test email to you@example.com"
 VERIFYING = "log in and quit; nothing is sent"
 
@@ -90,11 +95,7 @@ def test_send_test_through_a_server_delivers_it(
     env: Env, capsys: pytest.CaptureFixture[str], smtp_server: Callable[..., SmtpServer]
 ) -> None:
     server = smtp_server()
-    env(
-        MB_EMAIL_SMTP_HOST=HOST,
-        MB_EMAIL_SMTP_PORT=server.port,
-        MB_EMAIL_FROM_ADDRESS="bi@acme.example",
-    )
+    env_for_server(env, server.port)
     code, out, err = run(capsys, "send-test", "--to", "you@example.com")
 
     assert (code, err) == (0, progress_line(server.port, SENDING))
@@ -109,11 +110,7 @@ def test_send_test_refused_by_the_server_exits_1(
 ) -> None:
     server = smtp_server()
     server.handler.refuse["you@example.com"] = "550 5.1.1 No such user"
-    env(
-        MB_EMAIL_SMTP_HOST=HOST,
-        MB_EMAIL_SMTP_PORT=server.port,
-        MB_EMAIL_FROM_ADDRESS="bi@acme.example",
-    )
+    env_for_server(env, server.port)
     code, out, err = run(capsys, "send-test", "--to", "you@example.com")
 
     assert code == 1
@@ -149,11 +146,7 @@ def test_send_test_makes_one_attempt_when_the_server_says_try_later(
 ) -> None:
     server = smtp_server()
     server.handler.mail_reply = "451 4.3.0 Try again later"
-    env(
-        MB_EMAIL_SMTP_HOST=HOST,
-        MB_EMAIL_SMTP_PORT=server.port,
-        MB_EMAIL_FROM_ADDRESS="bi@acme.example",
-    )
+    env_for_server(env, server.port)
     code, out, err = run(capsys, "send-test", "--to", "you@example.com")
 
     assert (code, out) == (1, "")
@@ -170,11 +163,7 @@ def test_a_server_that_never_answers_ends_the_command_within_the_timeout(
     silent_server: Callable[..., SilentServer],
 ) -> None:
     server = silent_server()
-    env(
-        MB_EMAIL_SMTP_HOST=HOST,
-        MB_EMAIL_SMTP_PORT=server.port,
-        MB_EMAIL_FROM_ADDRESS="bi@acme.example",
-    )
+    env_for_server(env, server.port)
     started = time.monotonic()
     code, out, err = run(capsys, *command, "--timeout", "0.5")
     elapsed = time.monotonic() - started
