@@ -23,6 +23,7 @@ _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _TAG = re.compile(r"<[^>]+>")
 _TOC = re.compile(r'<nav class="md-nav md-nav--secondary".*?</nav>\s*</div>', re.DOTALL)
 _TOC_ENTRY = re.compile(r'<span class="md-ellipsis">\s*(.*?)\s*</span>', re.DOTALL)
+_RAW_ROLE = re.compile(r":(?:py:)?(?:class|meth|func|attr|mod|exc|data|obj|const|ref):")
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +47,22 @@ def page_text(site: Path, page: str) -> str:
     """What a reader can see of ``page``'s HTML: the markup and comments taken out."""
     html = (site / page).read_text(encoding="utf-8")
     return _TAG.sub(" ", _COMMENT.sub("", html))
+
+
+def test_no_page_shows_a_raw_sphinx_role(site: Path) -> None:
+    shown = {
+        str(page.relative_to(site)): roles
+        for page in sorted(site.rglob("*.html"))
+        if (roles := _RAW_ROLE.findall(page_text(site, str(page.relative_to(site)))))
+    }
+    assert shown == {}
+
+
+def test_the_api_reference_links_the_names_its_docstrings_mention(site: Path) -> None:
+    html = (site / "api" / "index.html").read_text(encoding="utf-8")
+    # Transport's docstring names its send_many method, which no signature mentions.
+    target = "#notifymail.transport.base.Transport.send_many"
+    assert re.search(f'<a class="autorefs autorefs-internal"[^>]* href="{target}"', html)
 
 
 def test_no_code_block_shows_the_needs_smtp_test_marker(site: Path) -> None:

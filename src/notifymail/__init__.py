@@ -1,6 +1,6 @@
 """notifymail: the email side of a host application's notifications.
 
-Settings, recipient policy, transports and one :class:`Mailer` that composes them.
+Settings, recipient policy, transports and one [`Mailer`][notifymail.Mailer] that composes them.
 Every public name is importable from here; the submodules are where they live.
 """
 

@@ -168,7 +168,7 @@ class Mailer:
         """Send system mail (a password reset, an invitation) as one envelope.
 
         Retryable errors are retried; partial refusals come back in the report. Raises the
-        :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
+        [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
         tally = _Tally()
@@ -183,9 +183,9 @@ class Mailer:
 
         The body is composed once. Each envelope waits for the throttle, and retryable
         errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises :class:`~notifymail.DeliveryError`:
+        recipient that already accepted. Never raises [`DeliveryError`][notifymail.DeliveryError]:
         what failed is in the report. An invalid address or header raises
-        :class:`~notifymail.InvalidMessage` before anything is sent.
+        [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
         batches = plan_delivery(notification.recipients, self.directory, self.settings)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
@@ -205,13 +205,15 @@ class Mailer:
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
     ) -> None:
-        """:func:`notifymail.policy.check_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
+        settings, directory."""
         check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
 
     def suggest_recipients(
         self, viewer: Person, *, everyone_group: str | None = None
     ) -> list[Person]:
-        """:func:`notifymail.policy.suggest_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
+        mailer's settings, directory."""
         return suggest_recipients(
             viewer, self.directory, self.settings, everyone_group=everyone_group
         )
@@ -230,8 +232,8 @@ class Mailer:
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
-        the transport is trusted here too.
+        With an [`SmtpTransport`][notifymail.SmtpTransport], its TLS context is used, so a private
+        CA given to the transport is trusted here too.
         """
         from notifymail.transport.smtp import SmtpTransport
         from notifymail.verify import verify_smtp

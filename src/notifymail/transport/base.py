@@ -1,5 +1,6 @@
 """What every transport shares: the envelope, the server's reply, the delivery result, and
-the abstract :class:`Transport` whose subclasses implement one method, ``deliver``.
+the abstract [`Transport`][notifymail.Transport] whose subclasses implement one method,
+``deliver``.
 
 Who receives a message is the envelope's business, never a header's: the ``Bcc`` header
 is not even serialised.
@@ -128,9 +129,11 @@ class Delivery:
 
 
 class Transport(abc.ABC):
-    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+    """Hands envelopes to a mail system. Subclass it and implement
+    [`deliver`][notifymail.transport.base.Transport.deliver].
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
+    [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
     a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
     the first envelope, not on entering a ``with`` block, so a server that is down
@@ -156,8 +159,8 @@ class Transport(abc.ABC):
     def deliver(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope.
 
-        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
-        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        Return a [`Delivery`][notifymail.Delivery], with partial refusals in ``refused``. Raise a
+        [`DeliveryError`][notifymail.DeliveryError] subclass when the envelope failed as a whole,
         including when every recipient was refused.
         """
 
@@ -165,7 +168,8 @@ class Transport(abc.ABC):
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+        """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
+        the outermost block ends."""
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
