@@ -23,8 +23,8 @@ A driver owns the connection and does this::
     on any OSError while connecting, reading, writing or wrapping (a timeout too):
         client.connection_failed(error)       # next_event() is then Failed
 
-After ``Ready``, :meth:`SmtpClient.mail` starts a transaction (``Delivered`` or
-``Failed``) and :meth:`SmtpClient.quit` ends the session (``Closed``). On ``Failed``, a
+After ``Ready``, ``SmtpClient.mail`` starts a transaction (``Delivered`` or
+``Failed``) and ``SmtpClient.quit`` ends the session (``Closed``). On ``Failed``, a
 client whose ``state`` is ``CLOSED`` must have its connection closed; otherwise the
 connection is back in step and may carry the next envelope.
 
@@ -262,9 +262,9 @@ def error_for(
     """The error for a server's refusal or a broken connection at ``step``: the one place
     where SMTP failures become notifymail's errors, for every driver.
 
-    ``failure`` is the server's :class:`Reply`, or what the I/O raised: a timeout
+    ``failure`` is the server's [`Reply`][notifymail.Reply], or what the I/O raised: a timeout
     (``TimeoutError``), a reset (``OSError``), a TLS or certificate error, ``EOFError``
-    when the server closed the connection, or a :class:`RemoteProtocolError`.
+    when the server closed the connection, or a ``RemoteProtocolError``.
     ``greeted`` says whether the server had greeted (a timeout before that is a
     connection failure, after it a temporary one); ``action`` names what was refused
     (``"MAIL FROM:<a@example.com>"``); ``refused`` is set when every recipient was.
@@ -369,7 +369,7 @@ class SmtpClient:
     ``smtp`` gives the server name (for messages), the security mode, the credentials
     and the timeout, which bounds each reply (the greeting and each command's) as a
     deadline on ``clock``. ``local_hostname`` is the EHLO name (by default the address
-    literal of the connection's local end, given to :meth:`connected`).
+    literal of the connection's local end, given to ``connected``).
     ``oauth2_token`` makes AUTH XOAUTH2 with ``smtp.username`` and the token it returns.
     ``logger`` receives the warnings about plaintext; drivers pass their own.
     """
@@ -439,7 +439,7 @@ class SmtpClient:
 
     @property
     def has_data_to_send(self) -> bool:
-        """Whether :meth:`data_to_send` has bytes to write."""
+        """Whether ``data_to_send`` has bytes to write."""
         return bool(self._outgoing)
 
     def data_to_send(self) -> bytes:

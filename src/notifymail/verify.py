@@ -30,7 +30,7 @@ _AUTOCORRECT_ORDER: Final = (Security.TLS, Security.STARTTLS, Security.SSL)
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What :func:`verify_smtp` found.
+    """What [`verify_smtp`][notifymail.verify_smtp] found.
 
     ``errors`` maps form fields (``host``, ``port``, ``username``, ``password``,
     ``security``) to the message to show there: Metabase's message, and the precise
@@ -110,7 +110,7 @@ def _modes(configured: Security, autocorrect: bool) -> list[Security]:
 def verify_transport(
     transport: Transport, smtp: SmtpSettings, *, autocorrect: bool = False
 ) -> VerifyResult | None:
-    """:func:`verify_smtp` through ``transport``'s :meth:`~notifymail.Transport.probe`
+    """[`verify_smtp`][notifymail.verify_smtp] through ``transport``'s [`probe`][notifymail.Transport.probe]
     (its TLS context, its OAuth2 token), in ``smtp``'s security mode; None when the
     transport has nothing to check."""
     failures = []
@@ -140,7 +140,7 @@ def verify_smtp(
     of those two, never TLS, which goes on unencrypted when STARTTLS is missing. The
     first that works is reported in ``security``. When none works, the errors are those
     of the configured mode. A ``cafile`` that cannot be loaded raises
-    :class:`~notifymail.ConfigError`.
+    [`ConfigError`][notifymail.ConfigError].
     """
     result = verify_transport(
         SmtpTransport(smtp, ssl_context=ssl_context), smtp, autocorrect=autocorrect

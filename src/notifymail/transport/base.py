@@ -1,4 +1,5 @@
-"""The abstract :class:`Transport`, whose subclasses implement one method, ``deliver``.
+"""The abstract [`Transport`][notifymail.Transport], whose subclasses implement one method,
+``deliver``.
 
 The values it passes (``Envelope``, ``Reply``, ``Delivery``) live in
 ``notifymail.values``; they are re-exported here for transport authors.
@@ -27,9 +28,11 @@ logger = logging.getLogger("notifymail.transport")
 
 
 class Transport(abc.ABC):
-    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+    """Hands envelopes to a mail system. Subclass it and implement
+    [`deliver`][notifymail.transport.base.Transport.deliver].
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
+    [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
     a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
     the first envelope, not on entering a ``with`` block, so a server that is down
@@ -39,7 +42,7 @@ class Transport(abc.ABC):
     """
 
     paces_at_the_wire: ClassVar[bool] = False
-    """Whether the transport calls :meth:`_pace` right before it hands an envelope's
+    """Whether the transport calls ``_pace`` right before it hands an envelope's
     recipients to the server (SMTP: before MAIL FROM is written)."""
 
     _lock: threading.RLock
@@ -59,8 +62,8 @@ class Transport(abc.ABC):
     def deliver(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope.
 
-        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
-        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        Return a [`Delivery`][notifymail.Delivery], with partial refusals in ``refused``. Raise a
+        [`DeliveryError`][notifymail.DeliveryError] subclass when the envelope failed as a whole,
         including when every recipient was refused.
         """
 
@@ -68,13 +71,14 @@ class Transport(abc.ABC):
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+        """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
+        the outermost block ends."""
 
     def probe(self, security: Security | None = None) -> bool:
         """Check the way to the mail system as delivering would, sending nothing.
 
         Return True once the check passed, or False when there is nothing to check (the
-        base class); raise the :class:`~notifymail.DeliveryError` a delivery would.
+        base class); raise the [`DeliveryError`][notifymail.DeliveryError] a delivery would.
         ``security`` asks an SMTP transport to try another security mode instead of its
         own (what ``verify --autocorrect`` does); other transports ignore it.
         """

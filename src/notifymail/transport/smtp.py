@@ -1,7 +1,7 @@
 """The SMTP transport: a blocking driver (``socket`` and ``ssl``) over the protocol core.
 
 Everything SMTP (EHLO, STARTTLS, AUTH, pipelined MAIL/RCPT/DATA, dot-stuffing, what a
-reply or a broken connection means) is :mod:`notifymail.protocol`'s, shared with the
+reply or a broken connection means) is ``notifymail.protocol``'s, shared with the
 asyncio driver. This module only moves bytes: it connects, writes what the core has
 to send, reads within the core's deadline, wraps the socket in TLS when told to, and
 keeps one connection for every message of a ``with`` block. Two promises are kept
