@@ -1,13 +1,17 @@
-"""The facade a host application talks to: it decides (policy), composes (message) and
-hands over (transport), retrying and pacing the hand-over, and does nothing else itself.
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio twin
+[`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and hand over
+(transport), retrying and pacing the hand-over by the rules of the shared core
+(``_delivery``), and do nothing else themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from importlib import import_module
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
@@ -30,17 +34,64 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import Transport
+from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
-    from notifymail.settings import EmailSettings
+    from notifymail.policy import Batch
+    from notifymail.settings import EmailSettings, SmtpSettings
     from notifymail.verify import VerifyResult
 
-__all__ = ["DeliveryReport", "Mailer"]
+__all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
+
+_T = TypeVar("_T", Transport, AsyncTransport)
+
+# An asyncio notify composes its envelopes this many batches at a time, yielding to the
+# event loop in between, so a notification to thousands never holds the loop for long.
+_COMPOSE_CHUNK = 200
 
 
-class Mailer:
+class _Facade(Generic[_T]):
+    """What both facades share: their settings, transport, directory, throttle, policy."""
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        transport: _T,
+        directory: Directory | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.transport: _T = transport
+        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self._clock = clock
+        rate = settings.delivery.max_recipients_per_second
+        self._throttle = None if rate is None else Throttle(rate)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+
+    def check_recipients(
+        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
+    ) -> None:
+        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
+        settings, directory."""
+        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
+
+    def suggest_recipients(
+        self, viewer: Person, *, everyone_group: str | None = None
+    ) -> list[Person]:
+        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
+        mailer's settings, directory."""
+        return suggest_recipients(
+            viewer, self.directory, self.settings, everyone_group=everyone_group
+        )
+
+    def _batches(self, notification: Notification) -> list[Batch]:
+        return plan_delivery(notification.recipients, self.directory, self.settings)
+
+
+class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
@@ -60,16 +111,13 @@ class Mailer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        self.settings = settings
-        self.transport = transport if transport is not None else _smtp_transport(settings)
-        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
-        self._clock = clock
-        self._sleep = sleep
-        rate = settings.delivery.max_recipients_per_second
-        self._throttle = None if rate is None else Throttle(rate)
+        if transport is None:
+            smtp = _active_smtp(settings)
+            from notifymail.transport.smtp import SmtpTransport
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+            transport = SmtpTransport(smtp)
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
 
     def __enter__(self) -> Self:
         """Keep one connection for every send inside the block (opened by the first)."""
@@ -103,7 +151,7 @@ class Mailer:
         what failed is in the report. An invalid address or header raises
         [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
+        batches = self._batches(notification)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
         tally = Tally()
         with self:  # one connection for every envelope, even outside the host's block
@@ -113,39 +161,17 @@ class Mailer:
         log_summary(len(envelopes), report)
         return report
 
-    def check_recipients(
-        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
-    ) -> None:
-        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
-        settings, directory."""
-        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
-
-    def suggest_recipients(
-        self, viewer: Person, *, everyone_group: str | None = None
-    ) -> list[Person]:
-        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
-        mailer's settings, directory."""
-        return suggest_recipients(
-            viewer, self.directory, self.settings, everyone_group=everyone_group
-        )
-
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
-        return self.send(
-            Message(
-                to=(to,),
-                subject="Test email from notifymail",
-                text=_TEST_TEXT,
-                html=_TEST_HTML,
-            )
-        )
+        return self.send(_test_message(to))
 
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
         The check goes through the mailer's transport when it has a server to check
-        ([`Transport.probe`][notifymail.Transport.probe]), so a private CA or an OAuth2 token given
-        to it counts here too; otherwise through an SMTP transport for the settings.
+        ([`Transport.probe`][notifymail.transport.base.Transport.probe]), so a private CA
+        or an OAuth2 token given to it counts here too; otherwise through an SMTP
+        transport for the settings.
         """
         from notifymail.verify import verify_smtp, verify_transport
 
@@ -184,19 +210,138 @@ class Mailer:
             return error
 
 
+class AsyncMailer(_Facade[AsyncTransport]):
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition, report,
+    retries, throttle and errors, awaited, never blocking the event loop.
+
+    Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
+    ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
+    loop. Use it with ``async with`` to keep one connection for every send inside the
+    block; tasks may share it, and the throttle holds across all of them.
+    ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
+    [`Mailer`][notifymail.Mailer].
+    """
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        transport: AsyncTransport | None = None,
+        directory: Directory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if transport is None:
+            smtp = _active_smtp(settings)
+            # The asyncio SMTP driver, imported only by the mailers that need it.
+            driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
+            transport = cast(AsyncTransport, driver(smtp))
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Self:
+        """Keep one connection for every send inside the block (opened by the first)."""
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc, traceback)
+
+    async def send(self, message: Message) -> DeliveryReport:
+        """Send system mail as one envelope, as [`Mailer.send`][notifymail.mailer.Mailer.send]
+        does."""
+        envelope = compose(message, self.settings.active_sender)
+        async with self:  # one connection for the retries too
+            return send_report(await self._hand_over(envelope))
+
+    async def notify(self, notification: Notification) -> DeliveryReport:
+        """Send an alert or subscription to its recipients, as
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
+        batches = self._batches(notification)
+        envelopes: list[Envelope] = []
+        for start in range(0, len(batches), _COMPOSE_CHUNK):
+            chunk = batches[start : start + _COMPOSE_CHUNK]
+            envelopes += compose_notification(notification, self.settings.active_sender, chunk)
+            await asyncio.sleep(0)
+        tally = Tally()
+        async with self:  # one connection for every envelope, even outside the host's block
+            for envelope in envelopes:
+                tally.add(await self._hand_over(envelope))
+        report = tally.report()
+        log_summary(len(envelopes), report)
+        return report
+
+    async def send_test_email(self, to: str) -> DeliveryReport:
+        """Send a short message to ``to`` saying that email is set up."""
+        return await self.send(_test_message(to))
+
+    async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
+        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+
+        The check runs in a worker thread, off the event loop. A transport's
+        ``ssl_context``, when it has one, is used, so a private CA given to the transport
+        is trusted here too.
+        """
+        import ssl
+
+        from notifymail.verify import verify_smtp
+
+        smtp = _active_smtp(self.settings)
+        context = getattr(self.transport, "ssl_context", None)
+        return await asyncio.to_thread(
+            verify_smtp,
+            smtp,
+            autocorrect=autocorrect,
+            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
+        )
+
+    async def _hand_over(self, envelope: Envelope) -> Handed:
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry)
+        step = next(plan)
+        while True:
+            if step.wait:
+                await self._sleep(step.wait)
+            try:
+                step = plan.send(await self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
+        if self._throttle is not None:
+            recipients = len(envelope.recipients)
+            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
+                await self._sleep(wait)
+        try:
+            return await self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
+
+
+def _active_smtp(settings: EmailSettings) -> SmtpSettings:
+    smtp = settings.active_smtp
+    if smtp is None:
+        raise _no_server()
+    return smtp
+
+
 def _no_server() -> ConfigError:
     return ConfigError(
         "smtp: no SMTP server is configured (set smtp, or MB_EMAIL_SMTP_HOST)", field="smtp"
     )
 
 
-def _smtp_transport(settings: EmailSettings) -> Transport:
-    smtp = settings.active_smtp
-    if smtp is None:
-        raise _no_server()
-    from notifymail.transport.smtp import SmtpTransport
-
-    return SmtpTransport(smtp)
+def _test_message(to: str) -> Message:
+    return Message(
+        to=(to,), subject="Test email from notifymail", text=_TEST_TEXT, html=_TEST_HTML
+    )
 
 
 _TEST_TEXT = (

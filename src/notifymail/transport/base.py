@@ -1,8 +1,10 @@
-"""The abstract [`Transport`][notifymail.Transport], whose subclasses implement one method,
-``deliver``.
+"""The abstract transports, [`Transport`][notifymail.Transport] and its asyncio twin
+[`AsyncTransport`][notifymail.AsyncTransport], whose subclasses implement one method, ``deliver``.
 
-The values it passes (``Envelope``, ``Reply``, ``Delivery``) live in
-``notifymail.values``; they are re-exported here for transport authors.
+Both bases share the bookkeeping that is not I/O (when to open, when to close, what to
+log); only the calls that wait differ. The values they pass (``Envelope``, ``Reply``,
+``Delivery``) live in ``notifymail.values``; they are re-exported here for transport
+authors.
 """
 
 from __future__ import annotations
@@ -20,14 +22,57 @@ from notifymail.errors import DeliveryError
 from notifymail.values import Delivery, Envelope, Reply
 
 if TYPE_CHECKING:
+    import asyncio
+
     from notifymail.settings import Security
 
-__all__ = ["Delivery", "Envelope", "Reply", "Transport"]
+__all__ = ["AsyncTransport", "Delivery", "Envelope", "Reply", "Transport"]
 
 logger = logging.getLogger("notifymail.transport")
 
 
-class Transport(abc.ABC):
+class _Lifecycle:
+    """What both bases share: when to open and close (see [`Transport`][notifymail.Transport]), the
+    logs."""
+
+    _open_count: int  # with blocks entered and not yet left, across threads or tasks
+    _is_open: bool  # open() has run and close() has not
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        # Set here rather than in __init__ so a subclass that forgets super().__init__()
+        # still gets working bookkeeping.
+        instance = super().__new__(cls)
+        instance._open_count = 0
+        instance._is_open = False
+        return instance
+
+    def _closing(self) -> bool:
+        """True, once, when the outermost block has ended on an open transport."""
+        if self._open_count == 0 and self._is_open:
+            self._is_open = False
+            return True
+        return False
+
+    def _log_failure(self, envelope: Envelope, error: DeliveryError) -> None:
+        logger.warning(
+            "%s: %s failed for %d recipient(s): %s",
+            type(self).__name__,
+            envelope.message_id or "message",
+            len(envelope.recipients),
+            error,
+        )
+
+    def _log_delivery(self, delivery: Delivery) -> None:
+        logger.debug(
+            "%s: %s accepted by %d, refused by %d",
+            type(self).__name__,
+            delivery.message_id or "message",
+            len(delivery.accepted),
+            len(delivery.refused),
+        )
+
+
+class Transport(_Lifecycle, abc.ABC):
     """Hands envelopes to a mail system. Subclass it and implement
     [`deliver`][notifymail.transport.base.Transport.deliver].
 
@@ -46,16 +91,10 @@ class Transport(abc.ABC):
     recipients to the server (SMTP: before MAIL FROM is written)."""
 
     _lock: threading.RLock
-    _open_count: int  # with blocks entered and not yet left, across threads
-    _is_open: bool  # open() has run and close() has not
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
-        # Set here rather than in __init__ so a subclass that forgets super().__init__()
-        # still gets a working lock.
-        instance = super().__new__(cls)
+        instance = super().__new__(cls, *args, **kwargs)
         instance._lock = threading.RLock()
-        instance._open_count = 0
-        instance._is_open = False
         return instance
 
     @abc.abstractmethod
@@ -67,10 +106,10 @@ class Transport(abc.ABC):
         including when every recipient was refused.
         """
 
-    def open(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+    def open(self) -> None:
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
-    def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
+    def close(self) -> None:
         """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
         the outermost block ends."""
 
@@ -84,7 +123,7 @@ class Transport(abc.ABC):
         """
         return False
 
-    def _pace(self, recipients: int) -> None:  # noqa: B027 - a hook, deliberately empty
+    def _pace(self, recipients: int) -> None:
         """Wait, if need be, before ``recipients`` more go to the server (a no-op here)."""
 
     def send(self, envelope: Envelope) -> Delivery:
@@ -121,31 +160,106 @@ class Transport(abc.ABC):
     ) -> None:
         with self._lock:
             self._open_count -= 1
-            if self._open_count == 0 and self._is_open:
-                self._is_open = False
+            if self._closing():
                 self.close()
 
     def _deliver_logged(self, envelope: Envelope) -> Delivery:
-        name = type(self).__name__
         try:
             if not self._is_open:
                 self.open()
                 self._is_open = True
             delivery = self.deliver(envelope)
         except DeliveryError as error:
-            logger.warning(
-                "%s: %s failed for %d recipient(s): %s",
-                name,
-                envelope.message_id or "message",
-                len(envelope.recipients),
-                error,
-            )
+            self._log_failure(envelope, error)
             raise
-        logger.debug(
-            "%s: %s accepted by %d, refused by %d",
-            name,
-            delivery.message_id or "message",
-            len(delivery.accepted),
-            len(delivery.refused),
-        )
+        self._log_delivery(delivery)
+        return delivery
+
+
+class AsyncTransport(_Lifecycle, abc.ABC):
+    """Hands envelopes to a mail system from asyncio code; implement
+    [`deliver`][notifymail.transport.base.AsyncTransport.deliver].
+
+    The twin of [`Transport`][notifymail.Transport], with the same rules:
+    [`send`][notifymail.transport.base.AsyncTransport.send],
+    [`send_many`][notifymail.transport.base.AsyncTransport.send_many] (same contract),
+    ``async with``, logging, lazy [`open`][notifymail.transport.base.AsyncTransport.open]
+    before the first envelope and
+    [`close`][notifymail.transport.base.AsyncTransport.close] when the outermost block ends.
+    Tasks sharing one transport deliver one envelope at a time. Creating one needs no
+    running event loop.
+    """
+
+    _alock: asyncio.Lock | None
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+        instance = super().__new__(cls, *args, **kwargs)
+        instance._alock = None  # made on first use, inside the event loop
+        return instance
+
+    @abc.abstractmethod
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        """Deliver one envelope, as
+        [`Transport.deliver`][notifymail.transport.base.Transport.deliver] does, without
+        blocking."""
+
+    async def open(self) -> None:
+        """Prepare for delivery (connect, log in). Awaited before the first envelope."""
+
+    async def close(self) -> None:
+        """Release what [`open`][notifymail.transport.base.AsyncTransport.open] took. Awaited once,
+        when the outermost block ends."""
+
+    async def send(self, envelope: Envelope) -> Delivery:
+        """Deliver one envelope and return what the server did with it."""
+        async with self, self._lock():
+            return await self._deliver_logged(envelope)
+
+    async def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
+        """Deliver envelopes in order, as
+        [`Transport.send_many`][notifymail.transport.base.Transport.send_many] does."""
+        deliveries: list[Delivery] = []
+        async with self, self._lock():
+            for envelope in envelopes:
+                try:
+                    deliveries.append(await self._deliver_logged(envelope))
+                except DeliveryError as error:
+                    error.deliveries = tuple(deliveries)
+                    raise
+        return deliveries
+
+    async def __aenter__(self) -> Self:
+        self._open_count += 1
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._open_count -= 1
+        if self._open_count == 0 and self._is_open:
+            # Under the lock, so a task that enters meanwhile opens after this close.
+            async with self._lock():
+                if self._closing():
+                    await self.close()
+
+    def _lock(self) -> asyncio.Lock:
+        if self._alock is None:
+            import asyncio
+
+            self._alock = asyncio.Lock()
+        return self._alock
+
+    async def _deliver_logged(self, envelope: Envelope) -> Delivery:
+        try:
+            if not self._is_open:
+                await self.open()
+                self._is_open = True
+            delivery = await self.deliver(envelope)
+        except DeliveryError as error:
+            self._log_failure(envelope, error)
+            raise
+        self._log_delivery(delivery)
         return delivery
