@@ -498,6 +498,11 @@ def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any
             retry_in = worker.deliver(job)
         except _Busy as busy:
             raise task.retry(countdown=busy.wait, max_retries=None) from None
+        except redis.RedisError as error:
+            # Without its records the task cannot tell what is settled: try again later
+            # rather than fail, which Celery would acknowledge and so lose.
+            logger.warning("%s #%d: Redis failed, retrying: %s", job.key, job.index, error)
+            raise task.retry(countdown=job.min_backoff, max_retries=None) from error
         if retry_in is not None:
             kwargs = {**arguments, "attempt": job.attempt + 1}
             raise task.retry(kwargs=kwargs, countdown=retry_in, max_retries=None)
