@@ -14,6 +14,7 @@ each uses recipients and keys of its own.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import sys
 import time
@@ -137,6 +138,18 @@ def test_a_second_enqueue_with_the_same_key_sends_nothing(shared: Cluster) -> No
     )
     assert shared.redis.client.llen("parked-idempotent") == 3
     assert outbox.status("twice") == CeleryStatus(pending=3)
+
+
+def test_a_task_message_shows_monitoring_neither_the_redis_url_nor_the_message(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox(queue="parked-repr")
+    outbox.enqueue(envelopes(["shown@example.org"]), key="shown")
+    (message,) = shared.redis.client.lrange("parked-repr", 0, -1)
+    headers = json.loads(message)["headers"]
+
+    assert headers["task"] == "notifymail.deliver"
+    assert headers["kwargsrepr"] == "{'key': 'shown', 'index': 0}"
 
 
 def test_status_of_an_unknown_key_is_all_zero(shared: Cluster) -> None:

@@ -209,15 +209,16 @@ class _RateWindow:
 
     @contextmanager
     def slots(self, recipients: int, *, timeout: float) -> Iterator[None]:
-        """Wait for ``recipients`` slots (at most ``timeout`` seconds, else ``_Busy``),
-        hold them through the block, and for one second after it."""
+        """Wait for ``recipients`` slots (for at most ``timeout`` seconds, then raise
+        ``_Busy``), hold them through the block, and for one second after it."""
         token = uuid.uuid4().hex
         args = [self._rate, recipients, round(_WINDOW * _MICRO), round(_IN_FLIGHT * _MICRO)]
         give_up = time.monotonic() + timeout
         while wait := int(self._acquire(keys=[self._key], args=[*args, token])) / _MICRO:
-            if time.monotonic() + wait > give_up:
-                raise _Busy(wait)
-            # A slot held by a send in flight frees when the send ends: look again soon.
+            if time.monotonic() >= give_up:
+                raise _Busy(_WINDOW)
+            # The wait is exact for slots whose send has ended; one still in flight frees
+            # when its send ends, which may be any moment: look again soon.
             time.sleep(min(wait, 0.05))
         try:
             yield
@@ -333,6 +334,7 @@ class CeleryOutbox:
                 self.app.send_task(
                     TASK_NAME,
                     kwargs={"envelope": envelope_to_dict(envelope), "index": index, **settings},
+                    kwargsrepr=_kwargsrepr(key, index),
                     queue=self.queue,
                     serializer="json",
                     ignore_result=True,
@@ -360,6 +362,12 @@ class CeleryOutbox:
     def close(self) -> None:
         """Close the connections to Redis (the broker's are Celery's)."""
         self._records.client.close()
+
+
+def _kwargsrepr(key: str, index: int) -> str:
+    """What monitoring shows of a task's arguments: not the Redis URL, which may hold a
+    password, nor the message."""
+    return f"{{'key': {key!r}, 'index': {index}}}"
 
 
 def _queued(key: str, job: Mapping[str, Any], *, new: bool) -> Queued:
@@ -483,6 +491,13 @@ def _window_key(mailer: Mailer) -> str:
     return f"notifymail:rate:{smtp.host}:{smtp.effective_port}:{smtp.username or ''}"
 
 
+def _retry(task: Task[Any, Any], job: _Job, countdown: float, **kwargs: Any) -> Exception:
+    """Celery's retry of ``task`` in ``countdown`` seconds, shown as ``_kwargsrepr`` shows it."""
+    retry: Callable[..., Exception] = task.retry  # its stub omits the publishing options
+    shown = _kwargsrepr(job.key, job.index)
+    return retry(countdown=countdown, max_retries=None, kwargsrepr=shown, **kwargs)
+
+
 def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any]:
     """Register the ``notifymail.deliver`` task on the host's Celery ``app``.
 
@@ -497,15 +512,14 @@ def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any
         try:
             retry_in = worker.deliver(job)
         except _Busy as busy:
-            raise task.retry(countdown=busy.wait, max_retries=None) from None
+            raise _retry(task, job, busy.wait) from None
         except redis.RedisError as error:
             # Without its records the task cannot tell what is settled: try again later
             # rather than fail, which Celery would acknowledge and so lose.
             logger.warning("%s #%d: Redis failed, retrying: %s", job.key, job.index, error)
-            raise task.retry(countdown=job.min_backoff, max_retries=None) from error
+            raise _retry(task, job, job.min_backoff) from error
         if retry_in is not None:
-            kwargs = {**arguments, "attempt": job.attempt + 1}
-            raise task.retry(kwargs=kwargs, countdown=retry_in, max_retries=None)
+            raise _retry(task, job, retry_in, kwargs={**arguments, "attempt": job.attempt + 1})
 
     return app.task(
         name=TASK_NAME,
