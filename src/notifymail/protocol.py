@@ -28,6 +28,15 @@ After ``Ready``, ``SmtpClient.mail`` starts a transaction (``Delivered`` or
 client whose ``state`` is ``CLOSED`` must have its connection closed; otherwise the
 connection is back in step and may carry the next envelope.
 
+Where the server offers PIPELINING, the next envelope need not wait for the reply to
+the end of DATA: when ``can_mail_ahead`` is true (the message is on its way and only
+that reply is owed), ``mail`` queues the next transaction, whose MAIL, RCPT and DATA
+then go out in the same write as the message before it (RFC 2920 3.1). A driver that
+checks ``can_mail_ahead`` on ``NEED_DATA``, before it writes, gets that. Each envelope
+still ends in exactly one ``Delivered`` or ``Failed``, in the order ``mail`` was called;
+the queued one's content is only sent after its own 354, so the never-twice rule holds,
+and when the connection breaks it fails with ``reconnect`` (nothing of it was taken).
+
 ``data_to_send()`` may hold credentials (AUTH): pass it straight to the write call,
 never through a variable, so no traceback frame keeps it. The client itself keeps the
 secret forms of the credentials only during AUTH, to mask them in the server's reply.
@@ -403,6 +412,7 @@ class SmtpClient:
         self._owed: deque[Step] = deque()  # the replies owed, oldest first
         self._events: deque[Event] = deque()
         self._transaction: _Transaction | None = None
+        self._next: _Transaction | None = None  # queued behind the end of DATA (ahead)
         self._transactions = 0  # started on this connection
         self._pending: DeliveryError | None = None  # to report once QUIT is answered
         # During AUTH only: the responses still to send on 334, and the forms of the
@@ -446,6 +456,7 @@ class SmtpClient:
         """The bytes to write to the server now (empty when there are none)."""
         data = b"".join(self._outgoing)
         self._outgoing.clear()
+        self._deadline = None  # a reply's time counts from the last write
         return data
 
     def receive_data(self, data: bytes) -> None:
@@ -488,11 +499,44 @@ class SmtpClient:
                 return NEED_DATA
         return self._events.popleft()
 
-    def mail(self, envelope: Envelope) -> None:
+    @property
+    def can_mail_ahead(self) -> bool:
+        """Whether ``mail`` may queue the next envelope now, during a transaction: the
+        server offers PIPELINING and the transaction under way awaits nothing but the
+        reply to its end of DATA (RFC 2920 3.1)."""
+        transaction = self._transaction
+        return (
+            self.state is State.SENDING
+            and self._next is None
+            and transaction is not None
+            and transaction.failure is None
+            and len(self._owed) == 1
+            and self._owed[0] is Step.END_OF_DATA
+            and "PIPELINING" in self.extensions
+        )
+
+    def mail(self, envelope: Envelope) -> bool:
         """Start the transaction for ``envelope``: MAIL, every RCPT and DATA (pipelined
         when the server offers it), then the content. Ends in ``Delivered`` or ``Failed``.
+
+        Called when ``can_mail_ahead``, it queues the transaction behind the one under
+        way: its commands go out now, and its events follow that one's. Returns whether
+        MAIL FROM is now to be written (False: refused without a word to the server).
         """
-        self._require(State.READY, "mail")
+        ahead = self.can_mail_ahead
+        if not ahead:
+            self._require(State.READY, "mail")
+        transaction = self._new_transaction(envelope)
+        if ahead:
+            self._next = transaction
+            if transaction.failure is None:
+                self._send_commands(transaction)
+        else:
+            self._begin(transaction)
+        return transaction.failure is None
+
+    def _new_transaction(self, envelope: Envelope) -> _Transaction:
+        """The transaction for ``envelope``, failed already when the server cannot take it."""
         options, encoding = "", "ascii"
         if envelope.needs_smtputf8:
             if "SMTPUTF8" not in self.extensions:
@@ -501,8 +545,7 @@ class SmtpClient:
                 message = (
                     f"{address} needs SMTPUTF8, which the server {self.server} does not offer"
                 )
-                self._events.append(Failed(PermanentFailure(message)))
-                return
+                return _Transaction(envelope, [], 1, failure=PermanentFailure(message))
             options, encoding = " SMTPUTF8", "utf-8"
         if "8BITMIME" in self.extensions and not envelope.raw.isascii():
             options += " BODY=8BITMIME"
@@ -514,10 +557,23 @@ class SmtpClient:
             b"DATA\r\n",
         ]
         window = PIPELINE_WINDOW if "PIPELINING" in self.extensions else 1
-        self._transaction = _Transaction(envelope, commands, window)
         self._transactions += 1
+        return _Transaction(envelope, commands, window)
+
+    def _begin(self, transaction: _Transaction | None) -> None:
+        """Make ``transaction`` the one under way (its commands are sent, or sent here),
+        or, without one, be ready for the next."""
+        self.state = State.READY
+        self._transaction = None
+        if transaction is None:
+            return
+        if transaction.failure is not None:  # refused before a command was sent
+            self._events.append(Failed(transaction.failure))
+            return
+        self._transaction = transaction
         self.state = State.SENDING
-        self._send_commands(self._transaction)
+        if not transaction.sent:
+            self._send_commands(transaction)
 
     def quit(self) -> None:
         """End the session: QUIT when the connection is in step, then ``Closed``."""
@@ -789,16 +845,19 @@ class SmtpClient:
             self._fail_transaction(step, code, lines)
         elif step is Step.END_OF_DATA:
             if code == ReplyCode.OK:
-                self._transaction = None
-                self.state = State.READY
                 delivery = Delivery(
                     message_id=envelope.message_id,
                     accepted=tuple(transaction.accepted),
                     refused=transaction.refused,
                 )
                 self._events.append(Delivered(delivery))
+                following, self._next = self._next, None
+                self._begin(following)
                 return
+            # Either reply ends the transaction (RFC 5321 3.3): nothing to reset.
             self._fail_transaction(step, code, lines, "the message")
+            self._end_transaction(close=code == ReplyCode.SERVICE_NOT_AVAILABLE)
+            return
         if code == ReplyCode.SERVICE_NOT_AVAILABLE:  # the server is closing the connection
             self._end_transaction(close=True)
         elif not self._owed:
@@ -835,13 +894,29 @@ class SmtpClient:
         transaction = self._transaction
         assert transaction is not None  # noqa: S101 - called while SENDING
         assert transaction.failure is not None  # noqa: S101 - called once it failed
-        self._transaction = None
+        following, self._next = self._next, None
         reconnect = close and transaction.stale and self._transactions > 1
         if close:
             self._close()
-        else:
-            self.state = State.READY
         self._events.append(Failed(transaction.failure, reconnect))
+        if close:
+            self._drop(following)
+        else:
+            self._begin(following)
+
+    def _drop(self, queued: _Transaction | None) -> None:
+        """Fail the transaction queued ahead, on a connection that is gone: none of it
+        was taken, so ``reconnect`` says that it may go out on a new one."""
+        if queued is None:
+            return
+        error = queued.failure or error_for(
+            EOFError(),
+            Step.MAIL,
+            server=self.server,
+            timeout=self.smtp.timeout,
+            action=f"MAIL FROM:<{queued.envelope.sender}>",
+        )
+        self._events.append(Failed(error, reconnect=queued.failure is None))
 
     # --- the connection ---
 
@@ -854,6 +929,7 @@ class SmtpClient:
         self._owed.clear()
         self._outgoing.clear()
         self._transaction = None
+        self._next = None
         self._auth_responses.clear()
         self._secrets = ()
 
@@ -861,12 +937,14 @@ class SmtpClient:
         """The connection broke (or the server broke the protocol): report what failed."""
         step = self._owed[0] if self._owed else self._idle_step
         transaction = self._transaction
+        following = self._next
         pending = self._pending if transaction is None else transaction.failure
         self._pending = None
         quitting = self.state is State.QUITTING
         self._close()
         if pending is not None:  # a refusal was already final; the rest was tidying up
             self._events.append(Failed(pending))
+            self._drop(following)
             return
         if quitting:
             self._events.append(Closed())
@@ -881,6 +959,7 @@ class SmtpClient:
             and isinstance(error, ConnectionFailed)
         )
         self._events.append(Failed(_caused(error, cause), reconnect))
+        self._drop(following)
 
     def _require(self, state: State, method: str) -> None:
         if self.state is not state:

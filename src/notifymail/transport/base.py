@@ -5,16 +5,22 @@ Both bases share the bookkeeping that is not I/O (when to open, when to close, w
 log); only the calls that wait differ. The values they pass (``Envelope``, ``Reply``,
 ``Delivery``) live in ``notifymail.values``; they are re-exported here for transport
 authors.
+
+A mailer hands a notification's envelopes over through a feed (``Feed``,
+``AsyncFeed``): a transport takes the next envelope when it can send it and reports
+each outcome, so a transport that keeps several connections, or pipelines one message
+behind another, decides when; the base takes them one at a time through ``deliver``.
 """
 
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from typing_extensions import Self
 
@@ -31,9 +37,39 @@ __all__ = ["AsyncTransport", "Delivery", "Envelope", "Reply", "Transport"]
 logger = logging.getLogger("notifymail.transport")
 
 
+class Feed(Protocol):
+    """Envelopes for a transport to send as it can take them, and where outcomes go."""
+
+    def next(self, *, ready_only: bool) -> Envelope | None:
+        """The envelope to send now, None when there is none for this caller.
+
+        ``ready_only`` (a connection with envelopes in flight asks whether one more may
+        follow them) never waits: None unless one is ready at once. Otherwise it may
+        wait (a retry's delay, the throttle) before it answers; None then means that
+        nothing is left for this caller.
+        """
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        """What became of an envelope ``next`` handed out."""
+
+
+class AsyncFeed(Protocol):
+    """``Feed`` for asyncio transports: ``next`` is awaited."""
+
+    async def next(self, *, ready_only: bool) -> Envelope | None:
+        """As ``Feed.next``, waiting without blocking the event loop."""
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        """What became of an envelope ``next`` handed out."""
+
+
 class _Lifecycle:
     """What both bases share: when to open and close (see [`Transport`][notifymail.Transport]), the
     logs."""
+
+    paces_at_the_wire: ClassVar[bool] = False
+    """Whether the transport calls ``_pace`` (``_apace``) right before it hands an
+    envelope's recipients to the server (SMTP: before MAIL FROM is written)."""
 
     _open_count: int  # with blocks entered and not yet left, across threads or tasks
     _is_open: bool  # open() has run and close() has not
@@ -45,6 +81,15 @@ class _Lifecycle:
         instance._open_count = 0
         instance._is_open = False
         return instance
+
+    @property
+    def concurrency(self) -> int:
+        """How many envelopes the transport delivers at once (1 here: one at a time).
+
+        A transport that says more makes ``deliver`` safe to run that many times at
+        once, from threads or tasks, and the base no longer serialises its callers.
+        """
+        return 1
 
     def _closing(self) -> bool:
         """True, once, when the outermost block has ended on an open transport."""
@@ -86,10 +131,6 @@ class Transport(_Lifecycle, abc.ABC):
     a ``with`` block each ``send`` and ``send_many`` call opens and closes around itself.
     """
 
-    paces_at_the_wire: ClassVar[bool] = False
-    """Whether the transport calls ``_pace`` right before it hands an envelope's
-    recipients to the server (SMTP: before MAIL FROM is written)."""
-
     _lock: threading.RLock
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
@@ -128,7 +169,7 @@ class Transport(_Lifecycle, abc.ABC):
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
-        with self._lock, self:
+        with self._serial(), self:
             return self._deliver_logged(envelope)
 
     def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
@@ -138,7 +179,7 @@ class Transport(_Lifecycle, abc.ABC):
         ``deliveries`` then holds the deliveries made before it.
         """
         deliveries: list[Delivery] = []
-        with self._lock, self:
+        with self._serial(), self:
             for envelope in envelopes:
                 try:
                     deliveries.append(self._deliver_logged(envelope))
@@ -163,11 +204,35 @@ class Transport(_Lifecycle, abc.ABC):
             if self._closing():
                 self.close()
 
+    def _send_feed(self, feed: Feed) -> None:
+        """Deliver what ``feed`` hands out until it has nothing more for this caller."""
+        with self._serial(), self:
+            self._deliver_feed(feed)
+
+    def _deliver_feed(self, feed: Feed) -> None:
+        """One envelope at a time through ``deliver``; a transport that pipelines
+        overrides it."""
+        while (envelope := feed.next(ready_only=False)) is not None:
+            try:
+                outcome: Delivery | DeliveryError = self._deliver_logged(envelope)
+            except DeliveryError as error:
+                outcome = error
+            feed.done(envelope, outcome)
+
+    def _serial(self) -> contextlib.AbstractContextManager[object]:
+        """The lock that keeps callers to one at a time, unless ``concurrency`` is more."""
+        return self._lock if self.concurrency == 1 else contextlib.nullcontext()
+
+    def _ensure_open(self) -> None:
+        if not self._is_open:
+            with self._lock:
+                if not self._is_open:
+                    self.open()
+                    self._is_open = True
+
     def _deliver_logged(self, envelope: Envelope) -> Delivery:
         try:
-            if not self._is_open:
-                self.open()
-                self._is_open = True
+            self._ensure_open()
             delivery = self.deliver(envelope)
         except DeliveryError as error:
             self._log_failure(envelope, error)
@@ -210,16 +275,19 @@ class AsyncTransport(_Lifecycle, abc.ABC):
         """Release what [`open`][notifymail.transport.base.AsyncTransport.open] took. Awaited once,
         when the outermost block ends."""
 
+    async def _apace(self, recipients: int) -> None:
+        """Wait, if need be, before ``recipients`` more go to the server (a no-op here)."""
+
     async def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
-        async with self, self._lock():
+        async with self, self._serial():
             return await self._deliver_logged(envelope)
 
     async def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
         """Deliver envelopes in order, as
         [`Transport.send_many`][notifymail.transport.base.Transport.send_many] does."""
         deliveries: list[Delivery] = []
-        async with self, self._lock():
+        async with self, self._serial():
             for envelope in envelopes:
                 try:
                     deliveries.append(await self._deliver_logged(envelope))
@@ -252,11 +320,37 @@ class AsyncTransport(_Lifecycle, abc.ABC):
             self._alock = asyncio.Lock()
         return self._alock
 
-    async def _deliver_logged(self, envelope: Envelope) -> Delivery:
-        try:
+    async def _send_feed(self, feed: AsyncFeed) -> None:
+        """Deliver what ``feed`` hands out until it has nothing more for this caller."""
+        async with self, self._serial():
+            await self._deliver_feed(feed)
+
+    async def _deliver_feed(self, feed: AsyncFeed) -> None:
+        """One envelope at a time through ``deliver``; a transport that pipelines
+        overrides it."""
+        while (envelope := await feed.next(ready_only=False)) is not None:
+            try:
+                outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
+            except DeliveryError as error:
+                outcome = error
+            feed.done(envelope, outcome)
+
+    def _serial(self) -> contextlib.AbstractAsyncContextManager[object]:
+        """The lock that keeps tasks to one at a time, unless ``concurrency`` is more."""
+        return self._lock() if self.concurrency == 1 else contextlib.nullcontext()
+
+    async def _ensure_open(self) -> None:
+        if self._is_open:
+            return
+        # One at a time already, or under the lock that __aexit__ closes under.
+        async with contextlib.nullcontext() if self.concurrency == 1 else self._lock():
             if not self._is_open:
                 await self.open()
                 self._is_open = True
+
+    async def _deliver_logged(self, envelope: Envelope) -> Delivery:
+        try:
+            await self._ensure_open()
             delivery = await self.deliver(envelope)
         except DeliveryError as error:
             self._log_failure(envelope, error)

@@ -1,12 +1,13 @@
 """The SMTP transport: a blocking driver (``socket`` and ``ssl``) over the protocol core.
 
 Everything SMTP (EHLO, STARTTLS, AUTH, pipelined MAIL/RCPT/DATA, dot-stuffing, what a
-reply or a broken connection means) is ``notifymail.protocol``'s, shared with the
-asyncio driver. This module only moves bytes: it connects, writes what the core has
+reply or a broken connection means) is ``notifymail.protocol``'s, and what the pool of
+connections decides is ``notifymail.transport._pool``'s, both shared with the asyncio
+driver. This module only moves bytes and waits: it connects, writes what the core has
 to send, reads within the core's deadline, wraps the socket in TLS when told to, and
-keeps one connection for every message of a ``with`` block. Two promises are kept
-here too: a connection that broke or fell out of step is closed, never reused, and a
-kept connection the server dropped is reopened once before the next MAIL FROM.
+lets threads wait for a free connection. Two promises are kept here too: a connection
+that broke or fell out of step is closed, never reused, and a kept connection the
+server dropped is reopened once before the next MAIL FROM.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import dataclasses
 import logging
 import socket
 import ssl
+import threading
 from collections.abc import Callable
 from typing import ClassVar
 
 from typing_extensions import override
 
-from notifymail.errors import ConfigError
+from notifymail.errors import ConfigError, DeliveryError
 from notifymail.protocol import (
     NEED_DATA,
     Delivered,
@@ -33,7 +35,8 @@ from notifymail.protocol import (
     check_options,
 )
 from notifymail.settings import Security, SmtpSettings
-from notifymail.transport.base import Transport
+from notifymail.transport._pool import Lane, Limits, Pool, Single, Slot
+from notifymail.transport.base import Feed, Transport
 from notifymail.values import Delivery, Envelope
 
 __all__ = ["SmtpTransport"]
@@ -68,8 +71,12 @@ class _Session:
     def closed(self) -> bool:
         return self.client.state is State.CLOSED
 
-    def next_event(self) -> Event:
-        """Write and read until the core has an event for the caller."""
+    def next_event(self, ahead: Callable[[], object] | None = None) -> Event:
+        """Write and read until the core has an event for the caller.
+
+        ``ahead`` is called when the core could queue the next envelope behind the
+        message it is about to send (``can_mail_ahead``), before that is written.
+        """
         client = self.client
         sock = self.sock
         try:
@@ -80,6 +87,8 @@ class _Session:
                     sock.sendall(client.data_to_send())
                 event = client.next_event()
                 if event is NEED_DATA:
+                    if ahead is not None and client.can_mail_ahead:
+                        ahead()
                     if client.has_data_to_send:
                         continue  # a reply led to a command: write it before reading
                     time_left = client.time_left()
@@ -102,15 +111,6 @@ class _Session:
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.client.smtp.host)
         return self.sock
 
-    def transact(self, envelope: Envelope, pace: Callable[[int], None]) -> Delivered | Failed:
-        """One envelope's transaction; ``pace`` runs right before MAIL FROM is written."""
-        self.client.mail(envelope)
-        if self.client.has_data_to_send:
-            pace(len(envelope.recipients))
-        event = self.next_event()
-        assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
-        return event
-
     def quit(self) -> None:
         """QUIT, wait for its reply within the timeout, close."""
         try:
@@ -124,7 +124,14 @@ class _Session:
 
 
 class SmtpTransport(Transport):
-    """Delivers over SMTP, keeping one connection for every message of a ``with`` block.
+    """Delivers over SMTP through up to ``smtp.max_connections`` connections.
+
+    Connections are kept between messages for as long as the transport is open (a
+    ``with`` block, or one ``send``), each for at most 100 messages and 300 seconds;
+    one idle for 30 seconds is closed before the next message. With
+    ``max_connections`` above 1, that many threads deliver at once, each on a
+    connection of its own (``concurrency``). Where the server offers PIPELINING, a
+    mailer's next envelope follows the message before it in the same write.
 
     ``ssl_context`` replaces the default context (``ssl.create_default_context`` with
     ``smtp.cafile``); certificates and host names are verified either way unless the
@@ -137,6 +144,7 @@ class SmtpTransport(Transport):
     """
 
     paces_at_the_wire: ClassVar[bool] = True
+    _limits: ClassVar[Limits] = Limits()
 
     def __init__(
         self,
@@ -153,7 +161,8 @@ class SmtpTransport(Transport):
         self._ssl_context = ssl_context
         if ssl_context is None and smtp.security is not Security.NONE:
             self._ssl_context = default_ssl_context(smtp.cafile)
-        self._session: _Session | None = None
+        self._pool: Pool[_Session] = Pool(smtp.max_connections, self._limits)
+        self._vacancy = threading.Condition()  # guards _pool; notified at each release
 
     def __repr__(self) -> str:
         smtp = self.smtp
@@ -165,22 +174,29 @@ class SmtpTransport(Transport):
         return self._ssl_context
 
     @property
+    @override
+    def concurrency(self) -> int:
+        """``smtp.max_connections``: how many envelopes go out at once."""
+        return self.smtp.max_connections
+
+    @property
     def _server(self) -> str:
         return f"{self.smtp.host}:{self.smtp.effective_port}"
 
-    # --- the connection's life ---
+    # --- the connections' life ---
 
     @override
     def open(self) -> None:
         """Connect, secure and log in, unless a connection is already open."""
-        self._connected()
+        self._checkin(self._checkout(), broken=False)
 
     @override
     def close(self) -> None:
-        """Say QUIT and close the connection, if one is open."""
-        session, self._session = self._session, None
-        if session is not None:
-            session.quit()
+        """Say QUIT on every connection kept, and close them."""
+        with self._vacancy:
+            idle = self._pool.drain()
+        for slot in idle:
+            slot.connection.quit()
 
     @override
     def probe(self, security: Security | None = None) -> bool:
@@ -199,11 +215,39 @@ class SmtpTransport(Transport):
         other._connect().quit()
         return True
 
-    def _connected(self) -> _Session:
-        """The open connection, or a new one: connected, secured, logged in."""
-        if self._session is None:
-            self._session = self._connect()
-        return self._session
+    def _checkout(self) -> Slot[_Session]:
+        """A kept connection, or a new one (connected, secured, logged in); waits while
+        ``max_connections`` are in use."""
+        with self._vacancy:
+            expired = self._pool.expired()
+            while (got := self._pool.acquire()) is False:
+                self._vacancy.wait()
+        for slot in expired:
+            slot.connection.quit()
+        if not isinstance(got, bool):
+            return got
+        try:
+            session = self._connect()
+        except BaseException:
+            with self._vacancy:
+                self._pool.open_failed()
+                self._vacancy.notify()
+            raise
+        with self._vacancy:
+            return self._pool.opened(session)
+
+    def _checkin(self, slot: Slot[_Session], *, broken: bool) -> None:
+        """Keep the connection for the next envelope, or close it (QUIT when it is in step)."""
+        with self._vacancy:
+            kept = self._pool.release(slot, broken=broken)
+            self._vacancy.notify()
+        if kept:
+            return
+        if broken:
+            slot.connection.close()
+        else:
+            logger.debug("%s: a connection served its time; closing it", self._server)
+            slot.connection.quit()
 
     def _connect(self) -> _Session:
         smtp = self.smtp
@@ -234,30 +278,83 @@ class SmtpTransport(Transport):
         assert isinstance(event, Failed)  # noqa: S101 - setting up ends in Ready or Failed
         raise event.error
 
-    def _forget(self, session: _Session) -> None:
-        """Close a connection that is broken or out of step, so it is never reused."""
-        session.close()
-        if self._session is session:
-            self._session = None
-
-    # --- the transaction ---
+    # --- the transactions ---
 
     @override
     def deliver(self, envelope: Envelope) -> Delivery:
-        """One SMTP transaction; opens a connection when none is open (``close`` ends it)."""
-        session = self._connected()
-        try:
-            event = session.transact(envelope, self._pace)
-            if isinstance(event, Failed) and event.reconnect:
-                self._forget(session)
-                logger.debug("%s closed the kept connection; reconnecting", self._server)
-                session = self._connected()
-                event = session.transact(envelope, self._pace)
-        except BaseException:
-            self._forget(session)  # out of step in a way nothing can be trusted to mend
-            raise
-        if isinstance(event, Failed):
-            if session.closed:
-                self._forget(session)
-            raise event.error
-        return event.delivery
+        """One SMTP transaction on a kept connection or a new one."""
+        single = Single(envelope)
+        self._stream(single, logged=False)
+        return single.result()
+
+    @override
+    def _deliver_feed(self, feed: Feed) -> None:
+        """A mailer's envelopes, each following the one before on the same connection."""
+        self._ensure_open()
+        self._stream(feed, logged=True)
+
+    def _stream(self, feed: Feed, *, logged: bool) -> None:
+        """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
+        lane = Lane()
+        while (envelope := lane.again() or feed.next(ready_only=False)) is not None:
+            try:
+                slot = self._checkout()
+            except DeliveryError as error:
+                self._settle(feed, envelope, error, logged=logged)
+                continue
+            broken = True
+            try:
+                broken = self._run(slot, envelope, lane, feed, logged=logged)
+            finally:
+                self._checkin(slot, broken=broken)
+
+    def _run(
+        self,
+        slot: Slot[_Session],
+        envelope: Envelope,
+        lane: Lane,
+        feed: Feed,
+        *,
+        logged: bool,
+    ) -> bool:
+        """Send ``envelope``, then what ``feed`` has, over one connection until the feed
+        is dry or the connection must go; return whether it broke."""
+        session = slot.connection
+
+        def ahead() -> None:
+            if self._pool.has_room(slot) and (later := feed.next(ready_only=True)):
+                self._start(slot, later, lane)
+
+        self._start(slot, envelope, lane)
+        while lane.busy:
+            event = session.next_event(ahead)
+            assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
+            if (settled := lane.ended(event)) is not None:
+                self._settle(feed, *settled, logged=logged)
+            if lane.busy or session.closed:
+                continue
+            if not self._pool.has_room(slot) or (later := feed.next(ready_only=False)) is None:
+                return False
+            self._start(slot, later, lane)
+        return session.closed
+
+    def _start(self, slot: Slot[_Session], envelope: Envelope, lane: Lane) -> None:
+        lane.started(envelope)
+        slot.messages += 1
+        if slot.connection.client.mail(envelope):
+            self._pace(len(envelope.recipients))
+
+    def _settle(
+        self,
+        feed: Feed,
+        envelope: Envelope,
+        outcome: Delivery | DeliveryError,
+        *,
+        logged: bool,
+    ) -> None:
+        if logged:
+            if isinstance(outcome, DeliveryError):
+                self._log_failure(envelope, outcome)
+            else:
+                self._log_delivery(outcome)
+        feed.done(envelope, outcome)
