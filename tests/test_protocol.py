@@ -93,6 +93,18 @@ def ready(core: SmtpClient, ehlo_reply: bytes = PLAIN_EHLO_REPLY) -> Ready:
     return event
 
 
+def in_transaction(
+    envelope: nm.Envelope | None = None, *, ehlo_reply: bytes = PLAIN_EHLO_REPLY
+) -> SmtpClient:
+    """A ready client that has begun ``envelope``'s transaction and waits for replies."""
+    core = client()
+    ready(core, ehlo_reply)
+    core.mail(envelope or make_envelope())
+    sent(core)
+    assert core.next_event() is NEED_DATA
+    return core
+
+
 # --- greeting, EHLO, HELO ---
 
 
@@ -183,8 +195,15 @@ def test_ssl_asks_for_tls_before_reading_the_greeting():
     assert sent(core) == EHLO
 
 
-def test_starttls_required_and_not_offered_fails_and_sends_nothing_more():
-    core = client(security="starttls", username="robot", password=PASSWORD)
+@pytest.mark.parametrize(
+    ("security", "message"),
+    [
+        ("starttls", "does not offer STARTTLS, which security starttls requires"),
+        ("tls", "credentials are never sent unencrypted"),
+    ],
+)
+def test_no_starttls_offered_sends_no_credentials_and_nothing_more(security, message):
+    core = client(security=security, username="robot", password=PASSWORD)
     core.next_event()
     exchange(core, GREETING)
     sent(core)
@@ -193,22 +212,9 @@ def test_starttls_required_and_not_offered_fails_and_sends_nothing_more():
 
     assert isinstance(event, Failed)
     assert isinstance(event.error, nm.TlsError)
-    assert "does not offer STARTTLS" in str(event.error)
+    assert message in str(event.error)
     assert sent(core) == b""
     assert core.state is State.CLOSED
-
-
-def test_tls_mode_without_starttls_never_sends_credentials():
-    core = client(security="tls", username="robot", password=PASSWORD)
-    core.next_event()
-    exchange(core, GREETING)
-    sent(core)
-
-    event = exchange(core, b"250-mail.example.com\r\n250 AUTH PLAIN\r\n")
-
-    assert isinstance(event, Failed)
-    assert "never sent unencrypted" in str(event.error)
-    assert sent(core) == b""
 
 
 # --- AUTH ---
@@ -427,11 +433,10 @@ def test_domains_go_out_as_a_labels():
 
 
 def test_every_recipient_refused_pipelined_ends_an_accepted_data_empty_then_resets():
-    core = client()
-    ready(core, PIPELINING_EHLO_REPLY)
-    core.mail(make_envelope(recipients=("ann@example.com", "bob@example.com")))
-    sent(core)
-    core.next_event()
+    core = in_transaction(
+        make_envelope(recipients=("ann@example.com", "bob@example.com")),
+        ehlo_reply=PIPELINING_EHLO_REPLY,
+    )
 
     replies = b"250 OK\r\n450 4.2.1 Busy\r\n550 5.1.1 No such user\r\n354 Go ahead anyway\r\n"
     assert exchange(core, replies) is NEED_DATA
@@ -450,11 +455,7 @@ def test_every_recipient_refused_pipelined_ends_an_accepted_data_empty_then_rese
 
 
 def test_a_refused_sender_reads_the_replies_owed_and_needs_no_reset():
-    core = client()
-    ready(core, PIPELINING_EHLO_REPLY)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction(ehlo_reply=PIPELINING_EHLO_REPLY)
 
     event = exchange(core, b"553 5.7.1 Sender refused\r\n503 Need MAIL\r\n503 Need MAIL\r\n")
 
@@ -466,11 +467,7 @@ def test_a_refused_sender_reads_the_replies_owed_and_needs_no_reset():
 
 @pytest.mark.parametrize("step", ["mail", "rcpt", "data", "end"])
 def test_421_anywhere_closes_the_connection(step):
-    core = client()
-    ready(core, PIPELINING_EHLO_REPLY)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction(ehlo_reply=PIPELINING_EHLO_REPLY)
     replies = {
         "mail": [b"421 4.3.2 Closing\r\n"],
         "rcpt": [b"250 OK\r\n", b"421 4.3.2 Closing\r\n"],
@@ -509,11 +506,7 @@ def test_a_lost_reply_after_the_end_of_data_is_never_retryable():
 
 
 def test_a_kept_connection_dropped_at_mail_from_may_be_reopened_once():
-    core = client()
-    ready(core, PIPELINING_EHLO_REPLY)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction(ehlo_reply=PIPELINING_EHLO_REPLY)
     assert isinstance(exchange(core, b"250 OK\r\n250 OK\r\n354 Go\r\n"), type(NEED_DATA))
     sent(core)
     assert isinstance(exchange(core, b"250 Queued\r\n"), Delivered)
@@ -530,11 +523,7 @@ def test_a_kept_connection_dropped_at_mail_from_may_be_reopened_once():
 
 
 def test_the_first_envelope_of_a_connection_is_never_marked_for_reconnection():
-    core = client()
-    ready(core)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction()
 
     event = exchange(core, b"421 4.3.2 Closing\r\n")
 
@@ -593,11 +582,7 @@ def test_a_malformed_reply_fails_the_connection():
 
 
 def test_control_characters_in_a_reply_are_escaped_and_its_text_stays_one_line():
-    core = client()
-    ready(core)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction()
 
     event = exchange(core, b"550-5.7.1 bad\rline\x1b[2J\x00\x07\r\n550 second \xff line\r\n")
 
@@ -610,11 +595,7 @@ def test_control_characters_in_a_reply_are_escaped_and_its_text_stays_one_line()
 
 
 def test_a_long_reply_is_capped_in_the_error():
-    core = client()
-    ready(core)
-    core.mail(make_envelope())
-    sent(core)
-    core.next_event()
+    core = in_transaction()
 
     event = exchange(core, b"550 " + b"x" * 5000 + b"\r\n")
 

@@ -78,8 +78,8 @@ class Envelope:
                 try:
                     ascii_domain(domain)
                 except ValueError as error:
-                    message = f"envelope: {address!r} has an invalid domain: {error}"
-                    raise InvalidMessage(message) from None
+                    reason = f"envelope: {address!r} has an invalid domain: {error}"
+                    raise InvalidMessage(reason) from None
         if (message is None) == (raw is None):
             raise TypeError("an Envelope needs exactly one of message and raw")
         if raw is not None:
