@@ -353,6 +353,7 @@ class _Transaction:
 
     envelope: Envelope
     commands: list[bytes]
+    steps: list[Step]  # what each command's reply belongs to
     window: int  # commands written ahead of their replies
     sent: int = 0
     answered: int = 0  # RCPT replies read
@@ -472,11 +473,13 @@ class SmtpClient:
         while not self._events:
             if not self._owed:
                 raise RuntimeError(f"SmtpClient in state {self.state.value} awaits nothing")
-            try:
-                reply = self._next_reply()
-            except RemoteProtocolError as error:
-                self._lose_connection(error)
-                continue
+            reply = None
+            if self._incoming:
+                try:
+                    reply = self._next_reply()
+                except RemoteProtocolError as error:
+                    self._lose_connection(error)
+                    continue
             if reply is not None:
                 self._deadline = None
                 self._on_reply(self._owed.popleft(), *reply)
@@ -513,8 +516,9 @@ class SmtpClient:
             *(f"RCPT TO:<{wire_address(a)}>\r\n".encode(encoding) for a in envelope.recipients),
             b"DATA\r\n",
         ]
+        steps = [Step.MAIL, *[Step.RCPT] * len(envelope.recipients), Step.DATA]
         window = PIPELINE_WINDOW if "PIPELINING" in self.extensions else 1
-        self._transaction = _Transaction(envelope, commands, window)
+        self._transaction = _Transaction(envelope, commands, steps, window)
         self._transactions += 1
         self.state = State.SENDING
         self._send_commands(self._transaction)
@@ -744,18 +748,13 @@ class SmtpClient:
 
     def _send_commands(self, transaction: _Transaction) -> None:
         """The next window of commands; pipelined, up to ``PIPELINE_WINDOW`` at once."""
-        commands = transaction.commands
         first = transaction.sent
-        end = min(first + transaction.window, len(commands))
-        if first >= end:
-            return
-        last = len(commands) - 1
-        self._outgoing.append(b"".join(commands[first:end]))
-        self._owed.extend(
-            Step.MAIL if i == 0 else Step.DATA if i == last else Step.RCPT
-            for i in range(first, end)
-        )
-        transaction.sent = end
+        end = first + transaction.window
+        commands = transaction.commands[first:end]
+        if commands:
+            self._outgoing.append(b"".join(commands))
+            self._owed.extend(transaction.steps[first:end])
+            transaction.sent = first + len(commands)
 
     def _on_transaction_reply(self, step: Step, code: int, lines: list[bytes]) -> None:
         transaction = self._transaction
