@@ -362,6 +362,7 @@ class _Transaction:
 
     envelope: Envelope
     commands: list[bytes]
+    steps: list[Step]  # what each command's reply belongs to
     window: int  # commands written ahead of their replies
     sent: int = 0
     answered: int = 0  # RCPT replies read
@@ -483,11 +484,13 @@ class SmtpClient:
         while not self._events:
             if not self._owed:
                 raise RuntimeError(f"SmtpClient in state {self.state.value} awaits nothing")
-            try:
-                reply = self._next_reply()
-            except RemoteProtocolError as error:
-                self._lose_connection(error)
-                continue
+            reply = None
+            if self._incoming:
+                try:
+                    reply = self._next_reply()
+                except RemoteProtocolError as error:
+                    self._lose_connection(error)
+                    continue
             if reply is not None:
                 self._deadline = None
                 self._on_reply(self._owed.popleft(), *reply)
@@ -545,7 +548,7 @@ class SmtpClient:
                 message = (
                     f"{address} needs SMTPUTF8, which the server {self.server} does not offer"
                 )
-                return _Transaction(envelope, [], 1, failure=PermanentFailure(message))
+                return _Transaction(envelope, [], [], 1, failure=PermanentFailure(message))
             options, encoding = " SMTPUTF8", "utf-8"
         if "8BITMIME" in self.extensions and not envelope.raw.isascii():
             options += " BODY=8BITMIME"
@@ -556,9 +559,10 @@ class SmtpClient:
             *(f"RCPT TO:<{wire_address(a)}>\r\n".encode(encoding) for a in envelope.recipients),
             b"DATA\r\n",
         ]
+        steps = [Step.MAIL, *[Step.RCPT] * len(envelope.recipients), Step.DATA]
         window = PIPELINE_WINDOW if "PIPELINING" in self.extensions else 1
         self._transactions += 1
-        return _Transaction(envelope, commands, window)
+        return _Transaction(envelope, commands, steps, window)
 
     def _begin(self, transaction: _Transaction | None) -> None:
         """Make ``transaction`` the one under way (its commands are sent, or sent here),
@@ -800,18 +804,13 @@ class SmtpClient:
 
     def _send_commands(self, transaction: _Transaction) -> None:
         """The next window of commands; pipelined, up to ``PIPELINE_WINDOW`` at once."""
-        commands = transaction.commands
         first = transaction.sent
-        end = min(first + transaction.window, len(commands))
-        if first >= end:
-            return
-        last = len(commands) - 1
-        self._outgoing.append(b"".join(commands[first:end]))
-        self._owed.extend(
-            Step.MAIL if i == 0 else Step.DATA if i == last else Step.RCPT
-            for i in range(first, end)
-        )
-        transaction.sent = end
+        end = first + transaction.window
+        commands = transaction.commands[first:end]
+        if commands:
+            self._outgoing.append(b"".join(commands))
+            self._owed.extend(transaction.steps[first:end])
+            transaction.sent = first + len(commands)
 
     def _on_transaction_reply(self, step: Step, code: int, lines: list[bytes]) -> None:
         transaction = self._transaction

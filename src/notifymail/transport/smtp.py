@@ -44,6 +44,9 @@ __all__ = ["SmtpTransport"]
 logger = logging.getLogger("notifymail.transport.smtp")
 
 _READ_SIZE = 65536
+# A socket's timeout is changed only when it is off by more than this (seconds): each
+# change is a system call, and a read would otherwise pay one for nothing.
+_SLACK = 0.01
 
 
 def default_ssl_context(cafile: str | None) -> ssl.SSLContext:
@@ -66,6 +69,7 @@ class _Session:
         self.sock = sock
         self.client = client
         self._context = context
+        self._timeout = sock.gettimeout()
 
     @property
     def closed(self) -> bool:
@@ -82,7 +86,7 @@ class _Session:
         try:
             while True:
                 if client.has_data_to_send:
-                    sock.settimeout(client.smtp.timeout)
+                    self._set_timeout(client.smtp.timeout)
                     # Straight from the core to the socket: AUTH's bytes are in no variable.
                     sock.sendall(client.data_to_send())
                 event = client.next_event()
@@ -94,7 +98,7 @@ class _Session:
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
-                    sock.settimeout(time_left)
+                    self._set_timeout(time_left)
                     client.receive_data(sock.recv(_READ_SIZE))
                 elif isinstance(event, StartTls):
                     sock = self._wrap()
@@ -105,9 +109,15 @@ class _Session:
             client.connection_failed(error)
             return client.next_event()
 
+    def _set_timeout(self, seconds: float) -> None:
+        """Bound the next socket operation by ``seconds``, give or take ``_SLACK``."""
+        if self._timeout is None or abs(self._timeout - seconds) > _SLACK:
+            self.sock.settimeout(seconds)
+            self._timeout = seconds
+
     def _wrap(self) -> ssl.SSLSocket:
         assert self._context is not None  # noqa: S101 - security other than none has one
-        self.sock.settimeout(self.client.smtp.timeout)
+        self._set_timeout(self.client.smtp.timeout)
         self.sock = self._context.wrap_socket(self.sock, server_hostname=self.client.smtp.host)
         return self.sock
 
