@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Callable
 
 import notifymail as nm
+from notifymail.transport.base import Feed
 from notifymail.transport.smtp import SmtpTransport
 from smtp_servers import FaultyServer
 
@@ -46,10 +47,10 @@ class _ExclusiveSmtp(SmtpTransport):
         super().__init__(smtp)
         self._overlap = overlap
 
-    def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+    def _stream(self, feed: Feed, *, logged: bool) -> None:  # where connections are used
         self._overlap.enter()
         try:
-            return super().deliver(envelope)
+            super()._stream(feed, logged=logged)
         finally:
             self._overlap.leave()
 

@@ -6,16 +6,21 @@ a clock or a sleep: `hand_over` is a generator that yields what to do next
 (`Attempt`: wait this long, then send this envelope) and is sent what the
 transport said (a [`Delivery`][notifymail.Delivery] or the
 [`DeliveryError`][notifymail.DeliveryError]); `Throttle`
-is told the time and answers how long to wait. ``Mailer`` drives them with blocking
-calls and ``AsyncMailer`` with ``await``, so neither holds a copy of the rules.
+is told the time and answers how long to wait; `Dispatch` hands a notification's
+envelopes to the transport's connections as each can take one, retries included.
+``Mailer`` drives them with blocking calls and ``AsyncMailer`` with ``await``, so
+neither holds a copy of the rules.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
+import re
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -29,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Attempt",
     "DeliveryReport",
+    "Dispatch",
     "HandOver",
     "Handed",
     "Tally",
@@ -36,6 +42,7 @@ __all__ = [
     "hand_over",
     "log_summary",
     "send_report",
+    "slows_down",
 ]
 
 logger = logging.getLogger("notifymail.mailer")
@@ -44,6 +51,8 @@ _WINDOW = 1.0  # seconds: the throttle's window
 # A wait rounded down to nothing would spin; a clock that has not yet reached the end
 # of the window by a rounding error is simply asked to wait a microsecond more.
 _MIN_WAIT = 1e-6
+# A 4xx reply whose text says that the server is limiting the client.
+_THROTTLING = re.compile(r"throttl|rate.?limit|too many (?:connections|sessions)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,3 +237,105 @@ def send_report(handed: Handed) -> DeliveryReport:
     tally = Tally()
     tally.add(handed)
     return tally.report()
+
+
+def slows_down(outcome: Delivery | DeliveryError) -> bool:
+    """Whether the server asks for fewer connections: a 421, or a 4xx reply whose
+    enhanced status is 4.7.x or whose text says it is throttling."""
+    if isinstance(outcome, DeliveryError):
+        replies = [outcome.reply, *outcome.refused.values()]
+    else:
+        replies = [*outcome.refused.values()]
+    return any(
+        reply is not None
+        and (
+            reply.code == 421
+            or (
+                reply.is_transient
+                and (reply.text.startswith("4.7.") or bool(_THROTTLING.search(reply.text)))
+            )
+        )
+        for reply in replies
+    )
+
+
+class Dispatch:
+    """A notification's envelopes, handed to the transport's connections as each can
+    take one, and what became of them (``tally``).
+
+    Every envelope is handed over by its own `hand_over` plan, so retries follow the
+    retry policy and never reach a recipient that accepted. ``take`` gives a retry whose
+    delay is over first, then a first attempt, in order; a caller that may wait (its
+    connection is idle) is otherwise given the retry due first, with the time left
+    until it is due. ``workers`` callers take at once; after a reply that says the
+    server is throttling (`slows_down`) one fewer does, never fewer than one: the next
+    idle caller is given None and stops. Safe to share by threads and tasks.
+    """
+
+    def __init__(self, envelopes: Iterable[Envelope], retry: RetryPolicy, *, workers: int) -> None:
+        self.tally = Tally()
+        self._retry = retry
+        self._fresh = deque(envelopes)
+        self._ready: deque[tuple[HandOver, Envelope]] = deque()  # given back unsent
+        # Retries by due time: (due, tie-breaker, plan, envelope, the delay asked for).
+        self._later: list[tuple[float, int, HandOver, Envelope, float]] = []
+        self._in_flight: dict[int, HandOver] = {}
+        self._order = itertools.count()  # breaks ties between retries due at one time
+        self._workers = workers
+        self._limit = workers
+        self._lock = threading.Lock()
+
+    def take(self, now: float, *, ready_only: bool) -> Attempt | None:
+        """The next envelope to send, with how long to wait first (0 with ``ready_only``).
+
+        None with ``ready_only``: nothing can go at once. None otherwise: nothing is
+        left for this caller (every envelope is done, or with another caller), or one
+        caller too many is taking; either way the caller stops.
+        """
+        with self._lock:
+            later = self._later
+            if self._workers > self._limit:
+                plan = None
+            elif self._ready:
+                plan, envelope = self._ready.popleft()
+                wait = 0.0
+            elif later and later[0][0] <= now:
+                _, _, plan, envelope, _ = heapq.heappop(later)
+                wait = 0.0
+            elif self._fresh:
+                plan = hand_over(self._fresh.popleft(), self._retry)
+                envelope = next(plan).envelope
+                wait = 0.0
+            elif later and not ready_only:
+                due, _, plan, envelope, delay = heapq.heappop(later)
+                wait = min(due - now, delay)  # never more than asked, by a rounding error
+            else:
+                plan = None
+            if plan is None:
+                if not ready_only:
+                    self._workers -= 1
+                return None
+            self._in_flight[id(envelope)] = plan
+            return Attempt(envelope, wait)
+
+    def give_back(self, envelope: Envelope) -> None:
+        """An envelope ``take`` gave that was not sent after all (the throttle said wait)."""
+        with self._lock:
+            self._ready.appendleft((self._in_flight.pop(id(envelope)), envelope))
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None:
+        """Record what became of an envelope ``take`` gave; schedule its retry, if any."""
+        with self._lock:
+            plan = self._in_flight.pop(id(envelope))
+            if slows_down(outcome) and self._limit > 1:
+                self._limit -= 1
+                logger.debug("the server is throttling: %d connection(s) from now on", self._limit)
+            try:
+                attempt = plan.send(outcome)
+            except StopIteration as finished:
+                self.tally.add(finished.value)
+                return
+            due = now + attempt.wait
+            heapq.heappush(
+                self._later, (due, next(self._order), plan, attempt.envelope, attempt.wait)
+            )

@@ -7,18 +7,20 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from importlib import import_module
 from types import TracebackType
-from typing import TYPE_CHECKING, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
 from notifymail._delivery import (
+    Attempt,
     DeliveryReport,
+    Dispatch,
     Handed,
-    Tally,
     Throttle,
     hand_over,
     log_summary,
@@ -90,6 +92,11 @@ class _Facade(Generic[_T]):
     def _batches(self, notification: Notification) -> list[Batch]:
         return plan_delivery(notification.recipients, self.directory, self.settings)
 
+    def _dispatch(self, envelopes: Sequence[Envelope]) -> tuple[Dispatch, int]:
+        """The envelopes' dispatch, and how many workers hand them over at once."""
+        workers = max(1, min(self.transport.concurrency, len(envelopes)))
+        return Dispatch(envelopes, self.settings.delivery.retry, workers=workers), workers
+
 
 class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
@@ -153,11 +160,11 @@ class Mailer(_Facade[Transport]):
         """
         batches = self._batches(notification)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = Tally()
-        with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(self._hand_over(envelope))
-        report = tally.report()
+        dispatch, workers = self._dispatch(envelopes)
+        feed = _Feed(dispatch, self._throttle, self._clock, self._sleep)
+        with self:  # the connections serve every envelope, even outside the host's block
+            _in_threads(lambda: self.transport._send_feed(feed), workers)
+        report = dispatch.tally.report()
         log_summary(len(envelopes), report)
         return report
 
@@ -268,11 +275,11 @@ class AsyncMailer(_Facade[AsyncTransport]):
             chunk = batches[start : start + _COMPOSE_CHUNK]
             envelopes += compose_notification(notification, self.settings.active_sender, chunk)
             await asyncio.sleep(0)
-        tally = Tally()
-        async with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(await self._hand_over(envelope))
-        report = tally.report()
+        dispatch, workers = self._dispatch(envelopes)
+        feed = _AsyncFeed(dispatch, self._throttle, self._clock, self._sleep)
+        async with self:  # the connections serve every envelope, even outside the host's block
+            await _in_tasks([self.transport._send_feed(feed) for _ in range(workers)])
+        report = dispatch.tally.report()
         log_summary(len(envelopes), report)
         return report
 
@@ -323,6 +330,126 @@ class AsyncMailer(_Facade[AsyncTransport]):
             return await self.transport.send(envelope)
         except DeliveryError as error:
             return error
+
+
+class _FeedBase:
+    """A notification's `Dispatch` as the transport sees it: envelopes to take, outcomes
+    to report; the throttle admits an envelope's recipients right before it goes out."""
+
+    def __init__(
+        self, dispatch: Dispatch, throttle: Throttle | None, clock: Callable[[], float]
+    ) -> None:
+        self._dispatch = dispatch
+        self._throttle = throttle
+        self._clock = clock
+
+    def _take(self, ready_only: bool) -> Attempt | None:
+        return self._dispatch.take(self._clock(), ready_only=ready_only)
+
+    def _admit(self, envelope: Envelope) -> float:
+        """0 once the throttle admitted ``envelope``'s recipients, else the wait first."""
+        if self._throttle is None:
+            return 0.0
+        return self._throttle.reserve(len(envelope.recipients), self._clock)
+
+    def _hold(self, envelope: Envelope) -> None:
+        """The throttle said wait, and the caller cannot: the envelope waits its turn."""
+        self._dispatch.give_back(envelope)
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        self._dispatch.done(envelope, outcome, self._clock())
+
+
+class _Feed(_FeedBase):
+    """The blocking feed: waits with the mailer's ``sleep``."""
+
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        throttle: Throttle | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], object],
+    ) -> None:
+        super().__init__(dispatch, throttle, clock)
+        self._sleep = sleep
+
+    def next(self, *, ready_only: bool) -> Envelope | None:
+        attempt = self._take(ready_only)
+        if attempt is None:
+            return None
+        if attempt.wait > 0:
+            self._sleep(attempt.wait)
+        while (wait := self._admit(attempt.envelope)) > 0:
+            if ready_only:
+                self._hold(attempt.envelope)
+                return None
+            self._sleep(wait)
+        return attempt.envelope
+
+
+class _AsyncFeed(_FeedBase):
+    """The asyncio feed: awaits the mailer's ``sleep``."""
+
+    def __init__(
+        self,
+        dispatch: Dispatch,
+        throttle: Throttle | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(dispatch, throttle, clock)
+        self._sleep = sleep
+
+    async def next(self, *, ready_only: bool) -> Envelope | None:
+        attempt = self._take(ready_only)
+        if attempt is None:
+            return None
+        if attempt.wait > 0:
+            await self._sleep(attempt.wait)
+        while (wait := self._admit(attempt.envelope)) > 0:
+            if ready_only:
+                self._hold(attempt.envelope)
+                return None
+            await self._sleep(wait)
+        return attempt.envelope
+
+
+def _in_threads(work: Callable[[], None], count: int) -> None:
+    """Run ``work`` in ``count`` threads at once (this one among them); raise the first
+    exception any of them raised."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # raised in the calling thread below
+            errors.append(error)
+
+    threads = [threading.Thread(target=run, name="notifymail-send") for _ in range(count - 1)]
+    for thread in threads:
+        thread.start()
+    try:
+        work()
+    finally:
+        for thread in threads:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
+async def _in_tasks(work: list[Coroutine[Any, Any, None]]) -> None:
+    """Await ``work`` in tasks at once; at the first exception, cancel the rest, raise it."""
+    if len(work) == 1:
+        await work[0]
+        return
+    tasks = [asyncio.ensure_future(coroutine) for coroutine in work]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def _active_smtp(settings: EmailSettings) -> SmtpSettings:

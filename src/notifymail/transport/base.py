@@ -206,15 +206,16 @@ class Transport(_Lifecycle, abc.ABC):
 
     def _send_feed(self, feed: Feed) -> None:
         """Deliver what ``feed`` hands out until it has nothing more for this caller."""
-        with self._serial(), self:
+        with self:
             self._deliver_feed(feed)
 
     def _deliver_feed(self, feed: Feed) -> None:
-        """One envelope at a time through ``deliver``; a transport that pipelines
-        overrides it."""
+        """One envelope at a time through ``deliver``, serialised as ``send`` is (the
+        feed's waits are not); a transport that pipelines overrides it."""
         while (envelope := feed.next(ready_only=False)) is not None:
             try:
-                outcome: Delivery | DeliveryError = self._deliver_logged(envelope)
+                with self._serial():
+                    outcome: Delivery | DeliveryError = self._deliver_logged(envelope)
             except DeliveryError as error:
                 outcome = error
             feed.done(envelope, outcome)
@@ -322,15 +323,16 @@ class AsyncTransport(_Lifecycle, abc.ABC):
 
     async def _send_feed(self, feed: AsyncFeed) -> None:
         """Deliver what ``feed`` hands out until it has nothing more for this caller."""
-        async with self, self._serial():
+        async with self:
             await self._deliver_feed(feed)
 
     async def _deliver_feed(self, feed: AsyncFeed) -> None:
-        """One envelope at a time through ``deliver``; a transport that pipelines
-        overrides it."""
+        """One envelope at a time through ``deliver``, serialised as ``send`` is (the
+        feed's waits are not); a transport that pipelines overrides it."""
         while (envelope := await feed.next(ready_only=False)) is not None:
             try:
-                outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
+                async with self._serial():
+                    outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
             except DeliveryError as error:
                 outcome = error
             feed.done(envelope, outcome)

@@ -300,14 +300,15 @@ class SmtpTransport(Transport):
     @override
     def _deliver_feed(self, feed: Feed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
-        self._ensure_open()
-        self._stream(feed, logged=True)
+        with self._serial():
+            self._stream(feed, logged=True)
 
     def _stream(self, feed: Feed, *, logged: bool) -> None:
         """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
         lane = Lane()
         while (envelope := lane.again() or feed.next(ready_only=False)) is not None:
             try:
+                self._ensure_open()  # so that close() runs when the outermost block ends
                 slot = self._checkout()
             except DeliveryError as error:
                 self._settle(feed, envelope, error, logged=logged)
