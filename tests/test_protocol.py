@@ -184,6 +184,24 @@ def test_starttls_hands_off_to_the_driver_then_says_ehlo_again():
     assert event == Ready({"AUTH": "PLAIN"}, encrypted=True)
 
 
+def test_plaintext_after_the_reply_to_starttls_fails_the_connection():
+    """Bytes sent with the 220 would pass for the first replies after TLS (response
+    injection); the connection is given up before the handshake."""
+    core = client(security="starttls")
+    core.next_event()
+    exchange(core, GREETING)
+    sent(core)
+    exchange(core, b"250-mail.example.com\r\n250 STARTTLS\r\n")
+    sent(core)
+
+    event = exchange(core, b"220 Go ahead\r\n250-mail.example.com\r\n250 AUTH PLAIN\r\n")
+
+    assert isinstance(event, Failed)
+    assert isinstance(event.error, nm.TlsError)
+    assert "more than its reply to STARTTLS" in str(event.error)
+    assert core.state is State.CLOSED
+
+
 def test_ssl_asks_for_tls_before_reading_the_greeting():
     core = client(security="ssl")
 
@@ -529,6 +547,120 @@ def test_the_first_envelope_of_a_connection_is_never_marked_for_reconnection():
 
     assert isinstance(event, Failed)
     assert event.reconnect is False
+
+
+# --- pipelining across messages (RFC 2920 3.1) ---
+
+
+def awaiting_end_of_data(envelope: nm.Envelope) -> SmtpClient:
+    """A pipelining client whose ``envelope`` is on its way: only its end of DATA's
+    reply is owed, and its content not yet taken for writing."""
+    core = in_transaction(envelope, ehlo_reply=PIPELINING_EHLO_REPLY)
+    assert exchange(core, b"250 OK\r\n250 OK\r\n354 Go\r\n") is NEED_DATA
+    return core
+
+
+def test_the_next_envelope_goes_out_in_the_same_write_as_the_message_before_it():
+    first, second = make_envelope(subject="first"), make_envelope(subject="second")
+    core = awaiting_end_of_data(first)
+    assert core.can_mail_ahead
+
+    assert core.mail(second) is True
+
+    assert not core.can_mail_ahead  # one envelope ahead at most
+    assert sent(core) == (
+        first.raw + b".\r\n" + b"MAIL FROM:<alerts@example.com>\r\n"
+        b"RCPT TO:<ann@example.com>\r\nDATA\r\n"
+    )
+    assert core.next_event() is NEED_DATA
+    events = [exchange(core, b"250 Queued\r\n250 OK\r\n250 OK\r\n354 Go\r\n")]
+    assert isinstance(events[0], Delivered)
+    assert events[0].delivery.message_id == first.message_id
+    assert core.next_event() is NEED_DATA
+    assert sent(core) == second.raw + b".\r\n"  # the second message only after its 354
+    second_done = exchange(core, b"250 Queued\r\n")
+    assert isinstance(second_done, Delivered)
+    assert second_done.delivery.message_id == second.message_id
+    assert core.state is State.READY
+
+
+def test_no_envelope_goes_ahead_without_pipelining_or_before_the_message_is_due():
+    plain = in_transaction()  # no PIPELINING offered
+    for reply in (b"250 OK\r\n", b"250 OK\r\n", b"354 Go\r\n"):
+        assert not plain.can_mail_ahead
+        exchange(plain, reply)
+    assert not plain.can_mail_ahead
+    pipelined = in_transaction(ehlo_reply=PIPELINING_EHLO_REPLY)
+    assert not pipelined.can_mail_ahead  # MAIL, RCPT and DATA still owe their replies
+
+    with pytest.raises(RuntimeError, match="in state sending"):
+        pipelined.mail(make_envelope())
+
+
+def test_a_refused_message_ends_its_transaction_and_the_one_queued_behind_goes_on():
+    core = awaiting_end_of_data(make_envelope())
+    second = make_envelope(subject="second")
+    core.mail(second)
+    sent(core)
+    core.next_event()
+
+    refused = exchange(core, b"554 5.6.0 Rejected\r\n250 OK\r\n250 OK\r\n354 Go\r\n")
+
+    assert isinstance(refused, Failed)
+    assert refused.error.reply == nm.Reply(554, "5.6.0 Rejected")
+    assert core.next_event() is NEED_DATA
+    assert sent(core) == second.raw + b".\r\n"  # no RSET: the reply ended the transaction
+    assert isinstance(exchange(core, b"250 Queued\r\n"), Delivered)
+
+
+@pytest.mark.parametrize("how", [b"", b"421 4.3.2 Closing\r\n"])
+def test_a_connection_lost_at_the_end_of_data_fails_the_message_for_good_and_the_next_for_now(
+    how,
+):
+    core = awaiting_end_of_data(make_envelope())
+    core.mail(make_envelope(subject="second"))
+    sent(core)
+    core.next_event()
+
+    core.receive_data(how)  # b"": the server closed the connection
+    first, second = core.next_event(), core.next_event()
+
+    assert isinstance(first, Failed)
+    assert first.error.retryable is (how != b"")  # a lost reply is never retried
+    assert first.reconnect is False
+    assert isinstance(second, Failed)
+    assert isinstance(second.error, nm.ConnectionFailed)
+    assert second.error.retryable is True
+    assert second.reconnect is True  # nothing of it was taken: it may go on a new connection
+    assert core.state is State.CLOSED
+
+
+def test_an_envelope_queued_ahead_that_needs_smtputf8_fails_after_the_one_before_it():
+    first = make_envelope()
+    core = awaiting_end_of_data(first)
+
+    assert core.mail(make_envelope(recipients=("jörg@example.com",))) is False
+
+    assert sent(core) == first.raw + b".\r\n"
+    assert core.next_event() is NEED_DATA
+    done, refused = exchange(core, b"250 Queued\r\n"), core.next_event()
+    assert isinstance(done, Delivered)
+    assert isinstance(refused, Failed)
+    assert "needs SMTPUTF8" in str(refused.error)
+    assert core.state is State.READY
+
+
+def test_a_reply_timeout_counts_from_the_last_write():
+    clock = Clock()
+    core = client(clock=clock)
+    ready(core, PIPELINING_EHLO_REPLY)
+    core.mail(make_envelope())
+    assert core.next_event() is NEED_DATA
+    clock.now += 4.0  # the driver waited (the throttle) before writing
+    sent(core)
+
+    assert core.next_event() is NEED_DATA
+    assert core.time_left() == 5.0
 
 
 def test_quit_ends_in_closed():

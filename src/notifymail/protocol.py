@@ -644,6 +644,11 @@ class SmtpClient:
             if code != ReplyCode.SERVICE_READY:
                 self._fail_setup(self._refusal(step, code, lines))
                 return
+            if self._incoming:  # plaintext that would pass for replies after TLS
+                self._fail_setup(
+                    TlsError(f"{self.server} sent more than its reply to STARTTLS; not trusted")
+                )
+                return
             self._idle_step = Step.TLS
             self._events.append(StartTls())
         else:
