@@ -12,6 +12,8 @@ The toolkit (see ``smtp_servers.py`` for the pieces):
   at it. Stopped at teardown.
 - ``silent_server(greeting=None)``: a raw socket server that accepts and never answers
   (or greets, then goes silent). Stopped at teardown.
+- ``driver``: runs a test once with the blocking SMTP driver and once with the asyncio
+  one (see ``drivers.py``).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 import trustme
 
+from drivers import Driver
 from facades import Facade
 from smtp_servers import SilentServer, SmtpServer, server_context, start_smtp_server
 
@@ -86,3 +89,10 @@ def silent_server() -> Iterator[Callable[..., SilentServer]]:
 def facade(request: pytest.FixtureRequest) -> Facade:
     """Runs a test once with ``Mailer`` and once with ``AsyncMailer`` (see facades.py)."""
     return Facade(request.param)
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def driver(request: pytest.FixtureRequest) -> Iterator[Driver]:
+    """Runs a test once with ``SmtpTransport`` and once with ``AsyncSmtpTransport``."""
+    with Driver(request.param) as built:
+        yield built

@@ -11,6 +11,10 @@ were. For every recipient of a report:
   so it reports the recipients failed with a ``ConnectionFailed`` whose ``retryable``
   is False and never sends the message again (at most once, never twice);
 - retries stop at ``RetryPolicy.max_attempts``.
+
+Every test runs with both SMTP drivers (``Mailer`` over ``SmtpTransport``, ``AsyncMailer``
+over ``AsyncSmtpTransport``): the ``driver`` fixture, or ``Driver`` built inside the
+property tests, whose examples each need a fresh one.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import notifymail as nm
+from drivers import Driver
 from smtp_servers import DROP, FAULT_STEPS, LOST, FaultAction, FaultyServer, Slow
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com")
@@ -30,23 +35,26 @@ DIRECTORY = nm.InMemoryDirectory(nm.Person(email=address) for address in MEMBERS
 
 
 def _mailer(
+    driver: Driver,
     server: FaultyServer,
     *,
     max_attempts: int = 3,
     timeout: float = 1.0,
     per_message: int = 50,
     sleeps: list[float] | None = None,
+    max_connections: int = 1,
 ) -> nm.Mailer:
     settings = nm.EmailSettings(
         sender=SENDER,
-        smtp=server.settings(timeout=timeout),
+        smtp=server.settings(timeout=timeout, max_connections=max_connections),
         delivery=nm.DeliverySettings(
             max_recipients_per_message=per_message,
             retry=nm.RetryPolicy(max_attempts=max_attempts),
         ),
     )
     waits = [] if sleeps is None else sleeps
-    return nm.Mailer(settings, directory=DIRECTORY, sleep=waits.append)
+    mailer: nm.Mailer = driver.mailer(settings, directory=DIRECTORY, sleep=waits.append)
+    return mailer
 
 
 def _notification(recipients: Iterable[str]) -> nm.Notification:
@@ -83,6 +91,8 @@ def assert_accounted_for(
     assert server.violations == []
 
 
+drivers = pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+
 # Every scenario runs against a server with and without PIPELINING (RFC 2920).
 both_ways = pytest.mark.parametrize("pipelining", [False, True], ids=["one-by-one", "pipelined"])
 
@@ -117,6 +127,7 @@ fault_scripts = st.fixed_dictionaries(
 )
 
 
+@drivers
 @settings(
     max_examples=150,
     deadline=None,
@@ -152,13 +163,13 @@ fault_scripts = st.fixed_dictionaries(
     pipelining=True,
 )
 def test_every_recipient_is_accepted_once_or_reported_under_any_faults(  # noqa: PLR0917
-    faults, outsiders, members, max_attempts, per_message, kept_connection, pipelining
+    kind, faults, outsiders, members, max_attempts, per_message, kept_connection, pipelining
 ):
     recipients = [*MEMBERS[:members], *(f"outsider{i}@example.net" for i in range(outsiders))]
     if not recipients:
         recipients = ["only@example.net"]
-    with FaultyServer(faults, pipelining=pipelining) as server:
-        mailer = _mailer(server, max_attempts=max_attempts, per_message=per_message)
+    with Driver(kind) as driver, FaultyServer(faults, pipelining=pipelining) as server:
+        mailer = _mailer(driver, server, max_attempts=max_attempts, per_message=per_message)
         if kept_connection:
             with mailer:
                 report = mailer.notify(_notification(recipients))
@@ -168,6 +179,7 @@ def test_every_recipient_is_accepted_once_or_reported_under_any_faults(  # noqa:
     assert_accounted_for(report, recipients, server, max_attempts)
 
 
+@drivers
 @settings(max_examples=100, deadline=None, derandomize=True, database=None)
 @given(
     faults=fault_scripts,
@@ -184,12 +196,12 @@ def test_every_recipient_is_accepted_once_or_reported_under_any_faults(  # noqa:
     pipelining=True,
 )
 def test_send_delivers_once_or_raises_under_any_faults(
-    faults, recipients, max_attempts, pipelining
+    kind, faults, recipients, max_attempts, pipelining
 ):
     to = [f"user{i}@example.net" for i in range(recipients)]
     sleeps: list[float] = []
-    with FaultyServer(faults, pipelining=pipelining) as server:
-        mailer = _mailer(server, max_attempts=max_attempts, sleeps=sleeps)
+    with Driver(kind) as driver, FaultyServer(faults, pipelining=pipelining) as server:
+        mailer = _mailer(driver, server, max_attempts=max_attempts, sleeps=sleeps)
         message = nm.Message(to=to, subject="Reset your password", text="Hi.\n")
         try:
             report: nm.DeliveryReport | nm.DeliveryError = mailer.send(message)
@@ -214,13 +226,15 @@ def test_send_delivers_once_or_raises_under_any_faults(
 
 @both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data", "rset"])
-def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(step, pipelining):
+def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(
+    driver, step, pipelining
+):
     faults: dict[str, list[FaultAction]] = {step: [DROP]}
     if step == "rset":  # RSET follows a failed transaction only
         faults["mail"] = ["451 4.3.0 Try later"]
     recipients = ["ann@example.net", "bob@example.net", *MEMBERS]
     with FaultyServer(faults, pipelining=pipelining) as server:
-        report = _mailer(server).notify(_notification(recipients))
+        report = _mailer(driver, server).notify(_notification(recipients))
 
     assert report.ok
     assert_accounted_for(report, recipients, server, 3)
@@ -228,9 +242,13 @@ def test_a_disconnect_before_the_end_of_data_is_retried_and_delivered_once(step,
 
 
 @both_ways
-def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resends_it(pipelining):
+def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resends_it(
+    driver, pipelining
+):
     with FaultyServer(pipelining=pipelining, faults={"end": [DROP]}) as server:
-        report = _mailer(server).notify(_notification(["ann@example.net", "bob@example.net"]))
+        report = _mailer(driver, server).notify(
+            _notification(["ann@example.net", "bob@example.net"])
+        )
 
     error = report.failed["ann@example.net"]
     assert isinstance(error, nm.ConnectionFailed)
@@ -240,9 +258,11 @@ def test_a_disconnect_after_the_end_of_data_fails_that_envelope_and_never_resend
 
 
 @both_ways
-def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed(pipelining):
+def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed(driver, pipelining):
     with FaultyServer(pipelining=pipelining, faults={"end": [LOST]}) as server:
-        report = _mailer(server).notify(_notification(["ann@example.net", "bob@example.net"]))
+        report = _mailer(driver, server).notify(
+            _notification(["ann@example.net", "bob@example.net"])
+        )
 
     assert server.delivered == {"ann@example.net": 1, "bob@example.net": 1}
     assert server.unconfirmed == {"ann@example.net"}
@@ -252,11 +272,13 @@ def test_a_lost_reply_to_the_end_of_data_is_the_one_delivery_reported_failed(pip
 
 
 @both_ways
-def test_a_server_dropping_the_kept_connection_between_messages_is_reconnected_once(pipelining):
+def test_a_server_dropping_the_kept_connection_between_messages_is_reconnected_once(
+    driver, pipelining
+):
     recipients = [f"user{i}@example.net" for i in range(3)]
     # The second MAIL FROM, on the kept connection, finds it closed.
     with FaultyServer(pipelining=pipelining, faults={"mail": ["ok", DROP]}) as server:
-        mailer = _mailer(server, max_attempts=1)
+        mailer = _mailer(driver, server, max_attempts=1)
         with mailer:
             report = mailer.notify(_notification(recipients))
 
@@ -285,11 +307,11 @@ _RETRYABLE = [
 @pytest.mark.parametrize(("step", "fault"), _RETRYABLE)
 @pytest.mark.parametrize("max_attempts", [1, 4])
 def test_retryable_faults_are_retried_up_to_max_attempts_then_reported(
-    step, fault, max_attempts, pipelining
+    driver, step, fault, max_attempts, pipelining
 ):
     sleeps: list[float] = []
     with FaultyServer(pipelining=pipelining, faults={step: [fault] * 50}) as server:
-        report = _mailer(server, max_attempts=max_attempts, sleeps=sleeps).notify(
+        report = _mailer(driver, server, max_attempts=max_attempts, sleeps=sleeps).notify(
             _notification(["ann@example.net"])
         )
 
@@ -302,12 +324,16 @@ def test_retryable_faults_are_retried_up_to_max_attempts_then_reported(
 
 @both_ways
 @pytest.mark.parametrize("max_attempts", [1, 4])
-def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_attempts, pipelining):
+def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(
+    driver, max_attempts, pipelining
+):
     first, second = MEMBERS[:2]  # account holders: one envelope for both
     with FaultyServer(
         pipelining=pipelining, faults={"rcpt": ["ok", *["452 4.5.3 Too many"] * 10]}
     ) as server:
-        report = _mailer(server, max_attempts=max_attempts).notify(_notification([first, second]))
+        report = _mailer(driver, server, max_attempts=max_attempts).notify(
+            _notification([first, second])
+        )
 
     assert report.accepted == (first,)
     assert report.refused[second].code == 452
@@ -328,9 +354,9 @@ def test_a_recipient_refused_for_now_is_retried_alone_up_to_max_attempts(max_att
         ("end", LOST),
     ],
 )
-def test_permanent_faults_and_unconfirmed_ends_are_never_retried(step, fault, pipelining):
+def test_permanent_faults_and_unconfirmed_ends_are_never_retried(driver, step, fault, pipelining):
     with FaultyServer(pipelining=pipelining, faults={step: [fault] * 5}) as server:
-        report = _mailer(server, max_attempts=5).notify(_notification(["ann@example.net"]))
+        report = _mailer(driver, server, max_attempts=5).notify(_notification(["ann@example.net"]))
 
     assert report.failed["ann@example.net"].retryable is False
     assert server.connections == 1
@@ -344,9 +370,9 @@ TIMEOUT = 0.4
 
 @both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data", "end"])
-def test_a_slow_reply_within_the_timeout_is_waited_for(step, pipelining):
+def test_a_slow_reply_within_the_timeout_is_waited_for(driver, step, pipelining):
     with FaultyServer(pipelining=pipelining, faults={step: [Slow(TIMEOUT / 3)]}) as server:
-        report = _mailer(server, timeout=TIMEOUT, max_attempts=1).notify(
+        report = _mailer(driver, server, timeout=TIMEOUT, max_attempts=1).notify(
             _notification(["ann@example.net"])
         )
 
@@ -356,9 +382,11 @@ def test_a_slow_reply_within_the_timeout_is_waited_for(step, pipelining):
 
 @both_ways
 @pytest.mark.parametrize("step", ["greet", "ehlo", "mail", "rcpt", "data"])
-def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(step, pipelining):
+def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(
+    driver, step, pipelining
+):
     with FaultyServer(pipelining=pipelining, faults={step: [Slow(TIMEOUT + 1.0)]}) as server:
-        report = _mailer(server, timeout=TIMEOUT, max_attempts=2).notify(
+        report = _mailer(driver, server, timeout=TIMEOUT, max_attempts=2).notify(
             _notification(["ann@example.net"])
         )
 
@@ -368,9 +396,9 @@ def test_a_reply_slower_than_the_timeout_before_the_end_of_data_is_retried(step,
 
 
 @both_ways
-def test_a_reply_slower_than_the_timeout_after_the_end_of_data_is_never_resent(pipelining):
+def test_a_reply_slower_than_the_timeout_after_the_end_of_data_is_never_resent(driver, pipelining):
     with FaultyServer(pipelining=pipelining, faults={"end": [Slow(TIMEOUT + 1.0)]}) as server:
-        report = _mailer(server, timeout=TIMEOUT, max_attempts=3).notify(
+        report = _mailer(driver, server, timeout=TIMEOUT, max_attempts=3).notify(
             _notification(["ann@example.net"])
         )
 

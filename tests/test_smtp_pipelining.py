@@ -38,9 +38,9 @@ def _verbs(server: FaultyServer) -> list[str]:
 # --- what reaches the wire ---
 
 
-def test_mail_every_rcpt_and_data_arrive_before_any_reply_when_pipelining_is_offered():
+def test_mail_every_rcpt_and_data_arrive_before_any_reply_when_pipelining_is_offered(driver):
     with FaultyServer({"mail": [HOLD_MAIL_REPLY]}, pipelining=True) as server:
-        delivery = nm.SmtpTransport(server.settings()).send(make_envelope(recipients=(ANN, BOB)))
+        delivery = driver.transport(server.settings()).send(make_envelope(recipients=(ANN, BOB)))
 
     assert delivery.accepted == (ANN, BOB)
     assert _transaction_lines(server) == [
@@ -53,9 +53,9 @@ def test_mail_every_rcpt_and_data_arrive_before_any_reply_when_pipelining_is_off
     assert server.violations == []
 
 
-def test_a_server_without_pipelining_gets_one_command_at_a_time():
+def test_a_server_without_pipelining_gets_one_command_at_a_time(driver):
     with FaultyServer({"mail": [HOLD_MAIL_REPLY]}, pipelining=False) as server:
-        delivery = nm.SmtpTransport(server.settings()).send(make_envelope(recipients=(ANN, BOB)))
+        delivery = driver.transport(server.settings()).send(make_envelope(recipients=(ANN, BOB)))
 
     assert delivery.accepted == (ANN, BOB)
     # Each command arrived only after the reply to the one before it.
@@ -63,10 +63,10 @@ def test_a_server_without_pipelining_gets_one_command_at_a_time():
     assert server.delivered == {ANN: 1, BOB: 1}
 
 
-def test_many_recipients_are_pipelined_a_hundred_commands_at_a_time():
+def test_many_recipients_are_pipelined_a_hundred_commands_at_a_time(driver):
     recipients = tuple(f"user{i}@example.com" for i in range(250))
     with FaultyServer({"mail": [HOLD_MAIL_REPLY]}, pipelining=True) as server:
-        delivery = nm.SmtpTransport(server.settings()).send(make_envelope(recipients=recipients))
+        delivery = driver.transport(server.settings()).send(make_envelope(recipients=recipients))
 
     assert delivery.accepted == recipients
     answered = [answered for _, answered in _transaction_lines(server)]
@@ -75,10 +75,10 @@ def test_many_recipients_are_pipelined_a_hundred_commands_at_a_time():
     assert server.delivered == dict.fromkeys(recipients, 1)
 
 
-def test_smtputf8_and_8bitmime_ride_on_the_pipelined_mail_line():
+def test_smtputf8_and_8bitmime_ride_on_the_pipelined_mail_line(driver):
     envelope = make_envelope(recipients=("jörg@example.com",), body="Grüße\n")
     with FaultyServer({"mail": [HOLD_MAIL_REPLY]}, pipelining=True) as server:
-        delivery = nm.SmtpTransport(server.settings()).send(envelope)
+        delivery = driver.transport(server.settings()).send(envelope)
 
     assert delivery.accepted == ("jörg@example.com",)
     assert _transaction_lines(server) == [
@@ -90,12 +90,12 @@ def test_smtputf8_and_8bitmime_ride_on_the_pipelined_mail_line():
 
 
 def test_pipelining_after_starttls_and_auth_with_a_real_server(
-    smtp_server, server_tls, client_tls
+    driver, smtp_server, server_tls, client_tls
 ):
     handler = RecordingHandler(offer_pipelining=True, refuse={BOB: "550 5.1.1 No such user"})
     server = smtp_server(starttls=server_tls, users={"robot": "pw"}, handler=handler)
     settings = server.settings(username="robot", password="pw")
-    transport = nm.SmtpTransport(settings, ssl_context=client_tls)
+    transport = driver.transport(settings, ssl_context=client_tls)
 
     with transport:
         partial = transport.send(make_envelope(recipients=(ANN, BOB)))
@@ -119,10 +119,12 @@ def test_pipelining_after_starttls_and_auth_with_a_real_server(
 
 
 @both_ways
-def test_partial_refusal_reports_each_refused_recipient_and_delivers_to_the_rest(pipelining):
+def test_partial_refusal_reports_each_refused_recipient_and_delivers_to_the_rest(
+    driver, pipelining
+):
     faults = {"rcpt": ["ok", "550 5.1.1 No such user", "ok"]}
     with FaultyServer(faults, pipelining=pipelining) as server:
-        delivery = nm.SmtpTransport(server.settings()).send(
+        delivery = driver.transport(server.settings()).send(
             make_envelope(recipients=(ANN, BOB, CY))
         )
 
@@ -134,11 +136,12 @@ def test_partial_refusal_reports_each_refused_recipient_and_delivers_to_the_rest
 
 @both_ways
 def test_every_recipient_refused_fails_by_the_first_refusal_and_keeps_the_connection(
+    driver,
     pipelining,
 ):
     faults = {"rcpt": ["452 4.5.3 Too many", "550 5.1.1 No such user"]}
     with FaultyServer(faults, pipelining=pipelining) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with transport:
             with pytest.raises(nm.TemporaryFailure) as caught:
                 transport.send(make_envelope(recipients=(ANN, BOB)))
@@ -166,10 +169,10 @@ def test_every_recipient_refused_fails_by_the_first_refusal_and_keeps_the_connec
     assert server.violations == []
 
 
-def test_every_recipient_refused_but_data_accepted_sends_only_the_end_of_data():
+def test_every_recipient_refused_but_data_accepted_sends_only_the_end_of_data(driver):
     faults = {"rcpt": ["550 5.1.1 No such user", "550 5.1.1 No such user"]}
     with FaultyServer(faults, pipelining=True, careless_data=True) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with transport:
             with pytest.raises(nm.PermanentFailure) as caught:
                 transport.send(make_envelope(recipients=(ANN, BOB)))
@@ -183,9 +186,9 @@ def test_every_recipient_refused_but_data_accepted_sends_only_the_end_of_data():
 
 
 @both_ways
-def test_a_refused_sender_reads_every_reply_owed_and_keeps_the_connection(pipelining):
+def test_a_refused_sender_reads_every_reply_owed_and_keeps_the_connection(driver, pipelining):
     with FaultyServer({"mail": ["554 5.7.1 Sender refused"]}, pipelining=pipelining) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with transport:
             with pytest.raises(nm.PermanentFailure) as caught:
                 transport.send(make_envelope(recipients=(ANN, BOB)))
@@ -204,10 +207,10 @@ def test_a_refused_sender_reads_every_reply_owed_and_keeps_the_connection(pipeli
 @both_ways
 @pytest.mark.parametrize("step", ["mail", "rcpt", "data"])
 def test_421_anywhere_in_the_batch_drops_the_connection_and_the_next_message_reconnects(
-    step, pipelining
+    driver, step, pipelining
 ):
     with FaultyServer({step: ["421 4.3.2 Closing"]}, pipelining=pipelining) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with transport:
             with pytest.raises(nm.TemporaryFailure) as caught:
                 transport.send(make_envelope(recipients=(ANN,)))
@@ -223,9 +226,9 @@ def test_421_anywhere_in_the_batch_drops_the_connection_and_the_next_message_rec
 
 @both_ways
 @pytest.mark.parametrize("closing", ["421 4.4.2 Idle timeout", "drop"])
-def test_a_kept_connection_the_server_closed_is_reopened_once(closing, pipelining):
+def test_a_kept_connection_the_server_closed_is_reopened_once(driver, closing, pipelining):
     with FaultyServer({"mail": ["ok", closing]}, pipelining=pipelining) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with transport:
             first = transport.send(make_envelope(recipients=(ANN,)))
             second = transport.send(make_envelope(recipients=(BOB,)))
@@ -238,10 +241,11 @@ def test_a_kept_connection_the_server_closed_is_reopened_once(closing, pipelinin
 
 @both_ways
 def test_a_lost_reply_to_the_end_of_data_is_not_retryable_and_the_message_never_resent(
+    driver,
     pipelining,
 ):
     with FaultyServer({"end": [LOST]}, pipelining=pipelining) as server:
-        transport = nm.SmtpTransport(server.settings())
+        transport = driver.transport(server.settings())
         with pytest.raises(nm.ConnectionFailed) as caught:
             transport.send(make_envelope(recipients=(ANN, BOB)))
 

@@ -49,6 +49,7 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.transport.asyncsmtp import AsyncSmtpTransport
     from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
@@ -66,6 +67,7 @@ logging.getLogger("notifymail").addHandler(logging.NullHandler())
 _LAZY = {
     "AsyncMailer": "notifymail.mailer",
     "AsyncMemoryTransport": "notifymail.transport.memory",
+    "AsyncSmtpTransport": "notifymail.transport.asyncsmtp",
     "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
@@ -88,6 +90,7 @@ _LAZY = {
 __all__ = [
     "AsyncMailer",
     "AsyncMemoryTransport",
+    "AsyncSmtpTransport",
     "AsyncTransport",
     "Attachment",
     "AuthenticationFailed",

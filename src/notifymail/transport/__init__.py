@@ -8,6 +8,7 @@ from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope, Reply
 
 if TYPE_CHECKING:
+    from notifymail.transport.asyncsmtp import AsyncSmtpTransport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
 # importing transport.base (as every module of the package does) must not pay for them.
 _LAZY = {
     "AsyncMemoryTransport": "notifymail.transport.memory",
+    "AsyncSmtpTransport": "notifymail.transport.asyncsmtp",
     "ConsoleTransport": "notifymail.transport.console",
     "MemoryTransport": "notifymail.transport.memory",
     "Sent": "notifymail.transport.memory",
@@ -25,6 +27,7 @@ _LAZY = {
 
 __all__ = [
     "AsyncMemoryTransport",
+    "AsyncSmtpTransport",
     "AsyncTransport",
     "ConsoleTransport",
     "Delivery",

@@ -162,7 +162,7 @@ class Single:
         self._envelope: Envelope | None = envelope
         self._outcome: Delivery | DeliveryError | None = None
 
-    def next(self, *, ready_only: bool) -> Envelope | None:
+    def take(self, *, ready_only: bool) -> Envelope | None:
         """The envelope, once, to a connection that has nothing else in flight."""
         if ready_only:
             return None

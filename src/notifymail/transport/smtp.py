@@ -36,7 +36,7 @@ from notifymail.protocol import (
 )
 from notifymail.settings import Security, SmtpSettings
 from notifymail.transport._pool import Lane, Limits, Pool, Single, Slot
-from notifymail.transport.base import Feed, Transport
+from notifymail.transport.base import AsyncFeed, Feed, Transport, _Lifecycle
 from notifymail.values import Delivery, Envelope
 
 __all__ = ["SmtpTransport"]
@@ -58,6 +58,73 @@ def default_ssl_context(cafile: str | None) -> ssl.SSLContext:
         raise ConfigError(
             f"cafile: {cafile!r} cannot be loaded as a PEM bundle: {reason}", field="cafile"
         ) from None
+
+
+class SmtpOptions(_Lifecycle):
+    """What both SMTP transports are given and do alike: the settings, the TLS context,
+    the EHLO name and the OAuth2 token checked once; the core each connection speaks;
+    how an envelope's outcome is logged and reported."""
+
+    def __init__(
+        self,
+        smtp: SmtpSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        oauth2_token: Callable[[], str] | None = None,
+    ) -> None:
+        check_options(smtp, local_hostname=local_hostname, oauth2_token=oauth2_token)
+        self.smtp = smtp
+        self._local_hostname = local_hostname
+        self._oauth2_token = oauth2_token
+        self._ssl_context = ssl_context
+        if ssl_context is None and smtp.security is not Security.NONE:
+            self._ssl_context = default_ssl_context(smtp.cafile)
+
+    def __repr__(self) -> str:
+        smtp = self.smtp
+        name = type(self).__name__
+        return f"{name}({smtp.host}:{smtp.effective_port}, security={smtp.security.value})"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context in use (``None`` under ``Security.NONE`` without one given)."""
+        return self._ssl_context
+
+    @property
+    @override
+    def concurrency(self) -> int:
+        """``smtp.max_connections``: how many envelopes go out at once."""
+        return self.smtp.max_connections
+
+    @property
+    def _server(self) -> str:
+        return f"{self.smtp.host}:{self.smtp.effective_port}"
+
+    def new_client(self, log: logging.Logger) -> SmtpClient:
+        """The protocol core for a new connection, warning through ``log``."""
+        return SmtpClient(
+            self.smtp,
+            local_hostname=self._local_hostname,
+            oauth2_token=self._oauth2_token,
+            logger=log,
+        )
+
+    def settle(
+        self,
+        feed: Feed | AsyncFeed,
+        envelope: Envelope,
+        outcome: Delivery | DeliveryError,
+        *,
+        logged: bool,
+    ) -> None:
+        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it."""
+        if logged:
+            if isinstance(outcome, DeliveryError):
+                self._log_failure(envelope, outcome)
+            else:
+                self._log_delivery(outcome)
+        feed.done(envelope, outcome)
 
 
 class _Session:
@@ -133,7 +200,7 @@ class _Session:
         self.sock.close()
 
 
-class SmtpTransport(Transport):
+class SmtpTransport(SmtpOptions, Transport):
     """Delivers over SMTP through up to ``smtp.max_connections`` connections.
 
     Connections are kept between messages for as long as the transport is open (a
@@ -164,34 +231,14 @@ class SmtpTransport(Transport):
         local_hostname: str | None = None,
         oauth2_token: Callable[[], str] | None = None,
     ) -> None:
-        check_options(smtp, local_hostname=local_hostname, oauth2_token=oauth2_token)
-        self.smtp = smtp
-        self._local_hostname = local_hostname
-        self._oauth2_token = oauth2_token
-        self._ssl_context = ssl_context
-        if ssl_context is None and smtp.security is not Security.NONE:
-            self._ssl_context = default_ssl_context(smtp.cafile)
+        super().__init__(
+            smtp,
+            ssl_context=ssl_context,
+            local_hostname=local_hostname,
+            oauth2_token=oauth2_token,
+        )
         self._pool: Pool[_Session] = Pool(smtp.max_connections, self._limits)
         self._vacancy = threading.Condition()  # guards _pool; notified at each release
-
-    def __repr__(self) -> str:
-        smtp = self.smtp
-        return f"SmtpTransport({smtp.host}:{smtp.effective_port}, security={smtp.security.value})"
-
-    @property
-    def ssl_context(self) -> ssl.SSLContext | None:
-        """The TLS context in use (``None`` under ``Security.NONE`` without one given)."""
-        return self._ssl_context
-
-    @property
-    @override
-    def concurrency(self) -> int:
-        """``smtp.max_connections``: how many envelopes go out at once."""
-        return self.smtp.max_connections
-
-    @property
-    def _server(self) -> str:
-        return f"{self.smtp.host}:{self.smtp.effective_port}"
 
     # --- the connections' life ---
 
@@ -262,12 +309,7 @@ class SmtpTransport(Transport):
     def _connect(self) -> _Session:
         smtp = self.smtp
         logger.info("connecting to %s (security %s)", self._server, smtp.security.value)
-        client = SmtpClient(
-            smtp,
-            local_hostname=self._local_hostname,
-            oauth2_token=self._oauth2_token,
-            logger=logger,
-        )
+        client = self.new_client(logger)
         try:
             sock = socket.create_connection((smtp.host, smtp.effective_port), smtp.timeout)
         except OSError as error:
@@ -293,7 +335,7 @@ class SmtpTransport(Transport):
     @override
     def deliver(self, envelope: Envelope) -> Delivery:
         """One SMTP transaction on a kept connection or a new one."""
-        single = Single(envelope)
+        single = _Single(envelope)
         self._stream(single, logged=False)
         return single.result()
 
@@ -306,16 +348,18 @@ class SmtpTransport(Transport):
     def _stream(self, feed: Feed, *, logged: bool) -> None:
         """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
         lane = Lane()
-        while (envelope := lane.again() or feed.next(ready_only=False)) is not None:
+        dry = False
+        while not dry and (envelope := lane.again() or feed.next(ready_only=False)):
             try:
                 self._ensure_open()  # so that close() runs when the outermost block ends
                 slot = self._checkout()
             except DeliveryError as error:
-                self._settle(feed, envelope, error, logged=logged)
+                self.settle(feed, envelope, error, logged=logged)
                 continue
             broken = True
             try:
-                broken = self._run(slot, envelope, lane, feed, logged=logged)
+                dry = self._run(slot, envelope, lane, feed, logged=logged)
+                broken = slot.connection.closed
             finally:
                 self._checkin(slot, broken=broken)
 
@@ -329,7 +373,7 @@ class SmtpTransport(Transport):
         logged: bool,
     ) -> bool:
         """Send ``envelope``, then what ``feed`` has, over one connection until the feed
-        is dry or the connection must go; return whether it broke."""
+        is dry (True) or the connection must go (False)."""
         session = slot.connection
 
         def ahead() -> None:
@@ -341,13 +385,13 @@ class SmtpTransport(Transport):
             event = session.next_event(ahead)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
-                self._settle(feed, *settled, logged=logged)
-            if lane.busy or session.closed:
+                self.settle(feed, *settled, logged=logged)
+            if lane.busy or session.closed or not self._pool.has_room(slot):
                 continue
-            if not self._pool.has_room(slot) or (later := feed.next(ready_only=False)) is None:
-                return False
+            if (later := feed.next(ready_only=False)) is None:
+                return True
             self._start(slot, later, lane)
-        return session.closed
+        return False
 
     def _start(self, slot: Slot[_Session], envelope: Envelope, lane: Lane) -> None:
         lane.started(envelope)
@@ -355,17 +399,9 @@ class SmtpTransport(Transport):
         if slot.connection.client.mail(envelope):
             self._pace(len(envelope.recipients))
 
-    def _settle(
-        self,
-        feed: Feed,
-        envelope: Envelope,
-        outcome: Delivery | DeliveryError,
-        *,
-        logged: bool,
-    ) -> None:
-        if logged:
-            if isinstance(outcome, DeliveryError):
-                self._log_failure(envelope, outcome)
-            else:
-                self._log_delivery(outcome)
-        feed.done(envelope, outcome)
+
+class _Single(Single):
+    """``Single`` as a blocking feed."""
+
+    def next(self, *, ready_only: bool) -> Envelope | None:
+        return self.take(ready_only=ready_only)
