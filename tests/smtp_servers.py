@@ -22,7 +22,7 @@ import select
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import make_msgid
@@ -32,6 +32,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
+import notifymail as nm
 from notifymail import Envelope, Security, SmtpSettings
 
 HOST = "127.0.0.1"
@@ -487,7 +488,8 @@ class FaultyServer:
     it, as RFC 5321 asks. A message counts as delivered when the server commits to it: a
     250 to the end of DATA, or ``LOST``.
 
-    Records, all seen from the server: ``connections``, ``rcpt_attempts`` (wire address
+    Records, all seen from the server: ``connections``, ``peak`` (the most connections
+    open at once), ``rcpt_attempts`` (wire address
     -> RCPT TO commands), ``delivered`` (wire address -> messages taken for it),
     ``transactions``, ``arrivals`` (every command line, with the replies sent before it
     arrived), and ``violations`` (commands out of step, such as a second MAIL FROM
@@ -512,6 +514,8 @@ class FaultyServer:
                 raise ValueError(f"unknown step {step!r}")
             self.faults[step] = list(actions)
         self.connections = 0
+        self.peak = 0
+        self._open = 0
         self.rcpt_attempts: dict[str, int] = {}
         self.delivered: dict[str, int] = {}
         self.transactions: list[Transaction] = []
@@ -573,8 +577,14 @@ class FaultyServer:
                 return
             number += 1
             sock.settimeout(10)
+            # Replies go out at once, as from a server that batches them when the client
+            # pipelines: with Nagle's algorithm each reply after the first would wait for
+            # the client's delayed ACK (40 ms) while the client waits for that reply.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self._lock:
                 self.connections += 1
+                self._open += 1
+                self.peak = max(self.peak, self._open)
                 self._sockets.append(sock)
             thread = threading.Thread(target=self._serve, args=(sock, number), daemon=True)
             self._threads.append(thread)
@@ -622,6 +632,8 @@ class FaultyServer:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
             sock.close()
+            with self._lock:
+                self._open -= 1
 
     def _converse(self, wire: _Wire, number: int) -> None:
         self._reply(wire, "greet")
@@ -798,3 +810,33 @@ class ScriptedServer:
             connection.close()
         for thread in self._threads:
             thread.join(timeout=5)
+
+
+def assert_accounted_for(
+    report: nm.DeliveryReport,
+    recipients: Iterable[str],
+    server: FaultyServer,
+    max_attempts: int,
+) -> None:
+    """Each recipient accepted exactly once or reported not accepted, never both, never lost."""
+    recipients = list(recipients)
+    accepted, refused, failed = set(report.accepted), set(report.refused), set(report.failed)
+    assert len(report.accepted) == len(accepted)
+    assert not accepted & refused
+    assert not accepted & failed
+    assert not refused & failed
+    assert accepted | refused | failed == set(recipients)
+    lost = server.unconfirmed
+    for address in recipients:
+        delivered = server.delivered.get(address, 0)
+        assert delivered <= 1, f"{address} delivered {delivered} times"
+        if address in accepted:
+            assert delivered == 1, f"{address} reported accepted but never delivered"
+        elif delivered:
+            # The one permitted ambiguity: taken by the server, its reply lost.
+            error = report.failed.get(address)
+            assert address in lost, f"{address} delivered but reported {error or 'refused'}"
+            assert isinstance(error, nm.ConnectionFailed)
+            assert error.retryable is False
+        assert server.rcpt_attempts.get(address, 0) <= max_attempts
+    assert server.violations == []

@@ -1,5 +1,6 @@
-"""The sans-I/O mailer core: the hand-over generator, the throttle and the single attempt,
-driven by hand, with no transport, clock or sleep behind them.
+"""The sans-I/O mailer core: the hand-over generator, the throttle, the single attempt
+and the dispatch of a notification's envelopes, driven by hand, with no transport, clock
+or sleep behind them.
 """
 
 from __future__ import annotations
@@ -7,7 +8,15 @@ from __future__ import annotations
 import pytest
 
 import notifymail as nm
-from notifymail._delivery import Attempt, Handed, HandOver, Throttle, hand_over
+from notifymail._delivery import (
+    Attempt,
+    Dispatch,
+    Handed,
+    HandOver,
+    Throttle,
+    hand_over,
+    slows_down,
+)
 from notifymail.transport.memory import MemoryTransport
 
 SENDER = "alerts@example.com"
@@ -117,3 +126,107 @@ def test_a_single_attempt_waits_for_the_throttle() -> None:
     assert second.accepted == RECIPIENTS
     assert now[0] == pytest.approx(1.0)
     assert len(transport.outbox) == 2
+
+
+# --- the dispatch of a notification ---
+
+
+def envelopes(count: int) -> list[nm.Envelope]:
+    return [envelope(f"user{n}@example.com") for n in range(count)]
+
+
+def delivered(sent: nm.Envelope) -> nm.Delivery:
+    return nm.Delivery(sent.message_id, sent.recipients)
+
+
+def test_the_dispatch_hands_out_first_attempts_in_order_and_reports_them() -> None:
+    batch = envelopes(3)
+    dispatch = Dispatch(batch, RETRY, workers=1)
+
+    taken = [dispatch.take(0.0, ready_only=True) for _ in batch]
+
+    assert [attempt.envelope for attempt in taken if attempt] == batch
+    assert dispatch.take(0.0, ready_only=True) is None
+    for sent in batch:
+        dispatch.done(sent, delivered(sent), 0.0)
+    assert dispatch.take(0.0, ready_only=False) is None  # nothing left: the worker stops
+    assert dispatch.tally.report().accepted == tuple(e.recipients[0] for e in batch)
+
+
+def test_a_retry_waits_its_delay_while_the_other_envelopes_go_out() -> None:
+    first, second = envelopes(2)
+    dispatch = Dispatch([first, second], RETRY, workers=1)
+    assert dispatch.take(0.0, ready_only=False) == Attempt(first, 0.0)
+    dispatch.done(first, nm.ConnectionFailed("reset"), 10.0)
+
+    assert dispatch.take(10.0, ready_only=True) == Attempt(second, 0.0)
+    dispatch.done(second, delivered(second), 10.2)
+    assert dispatch.take(10.2, ready_only=True) is None  # the retry is not due yet
+    waiting = dispatch.take(10.2, ready_only=False)  # an idle worker waits for it
+    assert waiting is not None
+    assert waiting.envelope is first
+    assert waiting.wait == pytest.approx(0.8)
+    dispatch.done(first, delivered(first), 11.0)
+
+    report = dispatch.tally.report()
+    assert sorted(report.accepted) == sorted((*first.recipients, *second.recipients))
+    assert dispatch.take(11.0, ready_only=False) is None
+
+
+def test_a_retry_whose_delay_is_over_goes_before_the_next_first_attempt() -> None:
+    first, second, third = envelopes(3)
+    dispatch = Dispatch([first, second, third], RETRY, workers=1)
+    dispatch.take(0.0, ready_only=False)
+    dispatch.done(first, nm.TemporaryFailure("451 later"), 0.0)
+    dispatch.take(0.0, ready_only=True)
+
+    assert dispatch.take(1.0, ready_only=True) == Attempt(first, 0.0)
+    assert dispatch.take(1.0, ready_only=True) == Attempt(third, 0.0)
+
+
+def test_an_envelope_given_back_unsent_is_the_next_one_out() -> None:
+    first, second = envelopes(2)
+    dispatch = Dispatch([first, second], RETRY, workers=1)
+    dispatch.take(0.0, ready_only=True)
+
+    dispatch.give_back(first)  # the throttle said wait, and the connection could not
+
+    assert dispatch.take(0.0, ready_only=True) == Attempt(first, 0.0)
+
+
+def test_a_throttling_reply_sends_one_worker_home_never_the_last() -> None:
+    batch = envelopes(4)
+    dispatch = Dispatch(batch, RETRY, workers=2)
+    first, second = (dispatch.take(0.0, ready_only=False) for _ in range(2))
+    assert first is not None
+    assert second is not None
+    busy = nm.TemporaryFailure("421 too busy", reply=nm.Reply(421, "4.7.0 Too many connections"))
+    dispatch.done(first.envelope, busy, 0.0)
+    dispatch.done(second.envelope, busy, 0.0)  # 1 worker is the floor
+
+    assert dispatch.take(0.0, ready_only=False) is None  # one worker too many: it stops
+    remaining = dispatch.take(0.0, ready_only=False)
+    assert remaining is not None  # the other goes on with everything that is left
+
+
+@pytest.mark.parametrize(
+    ("reply", "slows"),
+    [
+        (nm.Reply(421, "4.3.2 Service shutting down"), True),
+        (nm.Reply(451, "4.7.0 Temporary rate limit exceeded"), True),
+        (nm.Reply(450, "Throttled, try again later"), True),
+        (nm.Reply(452, "4.3.1 Too many connections from your IP"), True),
+        (nm.Reply(451, "4.3.0 Local error in processing"), False),
+        (nm.Reply(452, "4.5.3 Too many recipients"), False),
+        (nm.Reply(550, "5.7.1 Rate limit: relaying denied"), False),  # permanent: not asked
+    ],
+)
+def test_a_421_a_4_7_x_or_a_throttling_4xx_asks_for_fewer_connections(
+    reply: nm.Reply, slows: bool
+) -> None:
+    error = nm.TemporaryFailure(str(reply), reply=reply)
+    refused = nm.Delivery("<1@example.com>", (RECIPIENTS[0],), {RECIPIENTS[1]: reply})
+
+    assert slows_down(error) is slows
+    assert slows_down(refused) is slows
+    assert slows_down(nm.Delivery("<1@example.com>", RECIPIENTS)) is False

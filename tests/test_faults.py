@@ -27,7 +27,15 @@ from hypothesis import strategies as st
 
 import notifymail as nm
 from drivers import Driver
-from smtp_servers import DROP, FAULT_STEPS, LOST, FaultAction, FaultyServer, Slow
+from smtp_servers import (
+    DROP,
+    FAULT_STEPS,
+    LOST,
+    FaultAction,
+    FaultyServer,
+    Slow,
+    assert_accounted_for,
+)
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com")
 MEMBERS = tuple(f"member{i}@example.com" for i in range(4))
@@ -59,36 +67,6 @@ def _mailer(
 
 def _notification(recipients: Iterable[str]) -> nm.Notification:
     return nm.Notification(recipients=tuple(recipients), subject="Weekly numbers", text="Up.\n")
-
-
-def assert_accounted_for(
-    report: nm.DeliveryReport,
-    recipients: Iterable[str],
-    server: FaultyServer,
-    max_attempts: int,
-) -> None:
-    """Each recipient accepted exactly once or reported not accepted, never both, never lost."""
-    recipients = list(recipients)
-    accepted, refused, failed = set(report.accepted), set(report.refused), set(report.failed)
-    assert len(report.accepted) == len(accepted)
-    assert not accepted & refused
-    assert not accepted & failed
-    assert not refused & failed
-    assert accepted | refused | failed == set(recipients)
-    lost = server.unconfirmed
-    for address in recipients:
-        delivered = server.delivered.get(address, 0)
-        assert delivered <= 1, f"{address} delivered {delivered} times"
-        if address in accepted:
-            assert delivered == 1, f"{address} reported accepted but never delivered"
-        elif delivered:
-            # The one permitted ambiguity: taken by the server, its reply lost.
-            error = report.failed.get(address)
-            assert address in lost, f"{address} delivered but reported {error or 'refused'}"
-            assert isinstance(error, nm.ConnectionFailed)
-            assert error.retryable is False
-        assert server.rcpt_attempts.get(address, 0) <= max_attempts
-    assert server.violations == []
 
 
 drivers = pytest.mark.parametrize("kind", ["blocking", "asyncio"])

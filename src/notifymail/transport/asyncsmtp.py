@@ -278,8 +278,8 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
         lane = Lane()
         dry = False
         while not dry and (envelope := lane.again() or await feed.next(ready_only=False)):
+            self._is_open = True  # close() runs when the outermost block ends
             try:
-                await self._ensure_open()  # so that close() runs when the outermost block ends
                 slot = await self._checkout()
             except DeliveryError as error:
                 self.settle(feed, envelope, error, logged=logged)

@@ -350,8 +350,8 @@ class SmtpTransport(SmtpOptions, Transport):
         lane = Lane()
         dry = False
         while not dry and (envelope := lane.again() or feed.next(ready_only=False)):
+            self._is_open = True  # close() runs when the outermost block ends
             try:
-                self._ensure_open()  # so that close() runs when the outermost block ends
                 slot = self._checkout()
             except DeliveryError as error:
                 self.settle(feed, envelope, error, logged=logged)

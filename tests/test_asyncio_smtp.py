@@ -1,0 +1,101 @@
+"""What only the asyncio driver promises: the event loop keeps running while it sends.
+
+A probe task ticks every 10 ms and records the longest gap between two ticks; it must
+stay under 50 ms while ``AsyncMailer.notify`` sends thousands of messages, or waits on a
+server that never answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable
+
+import pytest
+
+import notifymail as nm
+from smtp_servers import FaultyServer
+
+SENDER = nm.SenderSettings(from_address="alerts@example.com")
+TICK = 0.010
+STALL = 0.050
+
+
+async def longest_stall(work: Awaitable[nm.DeliveryReport]) -> tuple[float, nm.DeliveryReport]:
+    """Run ``work`` beside a task that ticks every 10 ms; the longest gap between ticks."""
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def probe() -> None:
+        last = time.monotonic()
+        while not done.is_set():
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            gaps.append(now - last)
+            last = now
+
+    ticking = asyncio.ensure_future(probe())
+    try:
+        report = await work
+    finally:
+        done.set()
+        await ticking
+    return max(gaps), report
+
+
+def settings(smtp: nm.SmtpSettings, **delivery: object) -> nm.EmailSettings:
+    return nm.EmailSettings(
+        sender=SENDER,
+        smtp=smtp,
+        delivery=nm.DeliverySettings(**delivery),  # type: ignore[arg-type]
+    )
+
+
+def test_the_loop_never_stalls_while_notify_sends_two_thousand_messages():
+    recipients = [f"guest{i}@example.net" for i in range(2000)]
+    with FaultyServer(pipelining=True) as server:
+        mailer = nm.AsyncMailer(settings(server.settings(timeout=5.0)))
+        notification = nm.Notification(recipients, "Weekly", text="Up.\n")
+
+        stall, report = asyncio.run(longest_stall(mailer.notify(notification)))
+
+    assert report.ok
+    assert len(server.transactions) == 2000
+    assert stall < STALL
+
+
+@pytest.mark.parametrize("greeting", [None, b"220 mail.test ESMTP\r\n"])
+def test_the_loop_never_stalls_while_notify_waits_on_a_server_that_never_answers(
+    silent_server, greeting
+):
+    server = silent_server(greeting)
+    retry = nm.RetryPolicy(max_attempts=3, initial_interval=0.05, max_interval=0.1)
+    mailer = nm.AsyncMailer(settings(server.settings(timeout=0.2, max_connections=4), retry=retry))
+    notification = nm.Notification([f"guest{i}@example.net" for i in range(8)], "Weekly", text=".")
+    started = time.monotonic()
+
+    stall, report = asyncio.run(longest_stall(mailer.notify(notification)))
+
+    assert set(report.failed) == set(notification.recipients)
+    assert all(error.retryable for error in report.failed.values())
+    assert time.monotonic() - started < 3.0  # 4 connections wait at once, never 8 in turn
+    assert stall < STALL
+
+
+def test_a_cancelled_notify_closes_its_connections_and_frees_them(silent_server):
+    server = silent_server(b"220 mail.test ESMTP\r\n")
+    transport = nm.AsyncSmtpTransport(server.settings(timeout=5.0, max_connections=2))
+    mailer = nm.AsyncMailer(settings(server.settings()), transport=transport)
+    notification = nm.Notification(["ann@example.net", "bob@example.net"], "Weekly", text=".")
+
+    async def cancel_midway() -> None:
+        sending = asyncio.ensure_future(mailer.notify(notification))
+        while len(server.accepted) < 2:  # both connections wait for the reply to EHLO
+            await asyncio.sleep(0.01)
+        sending.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await sending
+
+    asyncio.run(cancel_midway())  # an unclosed connection would fail the test (warning)
+
+    assert transport._pool.acquire() is True  # both places free again
