@@ -56,8 +56,11 @@ class Driver:
         return _Blocking(self, nm.AsyncSmtpTransport(smtp, **options))
 
     def mailer(self, settings: nm.EmailSettings, **options: Any) -> Any:
-        """A ``Mailer``, or an ``AsyncMailer`` called as if blocking. A ``sleep`` given
-        is called by the asyncio mailer too (it never waits: tests count the waits)."""
+        """A ``Mailer``, or an ``AsyncMailer`` called as if blocking, on a ``transport``
+        from ``transport()`` when one is given. A ``sleep`` given is called by the asyncio
+        mailer too (it never waits: tests count the waits)."""
+        if isinstance(options.get("transport"), _Blocking):
+            options["transport"] = options["transport"].target
         if not self.is_async:
             return nm.Mailer(settings, **options)
         sleep = options.pop("sleep", None)
@@ -73,6 +76,9 @@ class _Blocking:
     def __init__(self, driver: Driver, target: Any) -> None:
         self._driver = driver
         self.target = target
+
+    def __repr__(self) -> str:
+        return repr(self.target)
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self.target, name)

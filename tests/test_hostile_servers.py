@@ -1,8 +1,9 @@
 """Hostile and broken servers against the real driver: no secret in a traceback, deadlines
 not reset by a dribble, bounded replies, escaped control characters, one AUTH attempt.
 
-Each test runs the blocking driver against a raw scripted server (``ScriptedServer``) or
-a real aiosmtpd server, and checks from the client's error and the server's records.
+Each test runs both drivers (the ``driver`` fixture) against a raw scripted server
+(``ScriptedServer``) or a real aiosmtpd server, and checks from the client's error and the
+server's records.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from smtp_servers import OAuth2Handler, ScriptedServer, make_envelope
 
 PASSWORD = "Tr0ub4dor&3-horse-Battery"
 TOKEN = "ya29.a0-access-token-secret"
-SMTP_LOGGER = "notifymail.transport.smtp"
 SENDER = nm.SenderSettings(from_address="alerts@example.com")
 
 
@@ -78,19 +78,19 @@ def _auth_then(ending: str, mechanism: str) -> Callable[[ScriptedServer, socket.
 
 @pytest.mark.parametrize("ending", ["drop", "silence"])
 @pytest.mark.parametrize("mechanism", ["PLAIN", "LOGIN", "XOAUTH2"])
-def test_auth_dropped_or_timed_out_leaves_no_secret_in_any_frame_local(ending, mechanism):
+def test_auth_dropped_or_timed_out_leaves_no_secret_in_any_frame_local(driver, ending, mechanism):
     oauth2_token = (lambda: TOKEN) if mechanism == "XOAUTH2" else None
     with ScriptedServer(_auth_then(ending, mechanism)) as server:
         smtp = server.settings(username="robot", password=PASSWORD, timeout=0.5)
         with pytest.raises(nm.DeliveryError) as raised:
-            nm.SmtpTransport(smtp, oauth2_token=oauth2_token).send(make_envelope())
+            driver.transport(smtp, oauth2_token=oauth2_token).send(make_envelope())
         settings = nm.EmailSettings(
             sender=SENDER,
             smtp=smtp,
             delivery=nm.DeliverySettings(retry=nm.RetryPolicy(max_attempts=1)),
         )
-        transport = nm.SmtpTransport(smtp, oauth2_token=oauth2_token)
-        report = nm.Mailer(settings, transport=transport).notify(
+        transport = driver.transport(smtp, oauth2_token=oauth2_token)
+        report = driver.mailer(settings, transport=transport).notify(
             nm.Notification(["ann@example.com"], "Alert", text="x\n")
         )
         # Formatted here, with nothing secret among this frame's own locals yet.
@@ -100,7 +100,8 @@ def test_auth_dropped_or_timed_out_leaves_no_secret_in_any_frame_local(ending, m
     expected = nm.ConnectionFailed if ending == "drop" else nm.TemporaryFailure
     assert isinstance(raised.value, expected)
     assert isinstance(report.failed["ann@example.com"], expected)
-    assert all("self = SmtpTransport(" in text for text in texts)  # locals were captured
+    name = type(transport.target if driver.is_async else transport).__name__
+    assert all(f"self = {name}(" in text for text in texts)  # locals were captured
     for text in texts:
         for form in _secret_forms():
             assert form not in text
@@ -111,7 +112,7 @@ def test_auth_dropped_or_timed_out_leaves_no_secret_in_any_frame_local(ending, m
 # --- issue 12, item 4: the timeout is a deadline, not a bound on each read ---
 
 
-def test_a_greeting_dribbled_a_byte_at_a_time_fails_within_the_timeout():
+def test_a_greeting_dribbled_a_byte_at_a_time_fails_within_the_timeout(driver):
     def dribble(server: ScriptedServer, connection: socket.socket) -> None:
         for byte in b"220 slow.example ESMTP\r\n":
             if server.stopping:
@@ -122,7 +123,7 @@ def test_a_greeting_dribbled_a_byte_at_a_time_fails_within_the_timeout():
     with ScriptedServer(dribble) as server:
         start = time.monotonic()
         with pytest.raises(nm.ConnectionFailed, match="did not answer within the timeout"):
-            nm.SmtpTransport(server.settings(timeout=1.0)).send(make_envelope())
+            driver.transport(server.settings(timeout=1.0)).send(make_envelope())
         elapsed = time.monotonic() - start
 
     assert elapsed < 1.5
@@ -138,7 +139,7 @@ def test_a_greeting_dribbled_a_byte_at_a_time_fails_within_the_timeout():
         (b"250-" + b"x" * 1000 + b"\r\n", "longer than 65536"),
     ],
 )
-def test_an_endless_multiline_reply_fails_typed_without_growing_memory(line, cap):
+def test_an_endless_multiline_reply_fails_typed_without_growing_memory(driver, line, cap):
     sent_lines = []
 
     def endless(server: ScriptedServer, connection: socket.socket) -> None:
@@ -155,7 +156,7 @@ def test_an_endless_multiline_reply_fails_typed_without_growing_memory(line, cap
         tracemalloc.start()
         try:
             with pytest.raises(nm.ConnectionFailed, match=cap):
-                nm.SmtpTransport(server.settings()).send(make_envelope())
+                driver.transport(server.settings()).send(make_envelope())
             _, peak = tracemalloc.get_traced_memory()
         finally:
             tracemalloc.stop()
@@ -167,7 +168,7 @@ def test_an_endless_multiline_reply_fails_typed_without_growing_memory(line, cap
 # --- issue 12, item 13: control characters are escaped ---
 
 
-def test_control_characters_in_a_reply_are_escaped_in_the_error_and_the_log(caplog):
+def test_control_characters_in_a_reply_are_escaped_in_the_error_and_the_log(driver, caplog):
     def hostile(server: ScriptedServer, connection: socket.socket) -> None:
         connection.sendall(b"220 hostile.example ESMTP\r\n")
         server.read_line(connection)
@@ -178,7 +179,7 @@ def test_control_characters_in_a_reply_are_escaped_in_the_error_and_the_log(capl
 
     caplog.set_level(logging.DEBUG, logger="notifymail")
     with ScriptedServer(hostile) as server, pytest.raises(nm.PermanentFailure) as raised:
-        nm.SmtpTransport(server.settings()).send(make_envelope())
+        driver.transport(server.settings()).send(make_envelope())
 
     text = str(raised.value)
     assert "\\rFAKE\\x1b[2J\\x1b]0;owned\\x07 \\x00end" in text
@@ -191,24 +192,24 @@ def test_control_characters_in_a_reply_are_escaped_in_the_error_and_the_log(capl
 # --- issue 12, item 15: one AUTH attempt, then QUIT; warn only when AUTH is sent ---
 
 
-def test_a_wrong_password_is_one_auth_attempt_then_quit(smtp_server):
+def test_a_wrong_password_is_one_auth_attempt_then_quit(driver, smtp_server):
     server = smtp_server(users={"robot": "right"}, auth_require_tls=False)
     settings = server.settings(username="robot", password="wrong")
 
     with pytest.raises(nm.AuthenticationFailed):
-        nm.SmtpTransport(settings).send(make_envelope())
+        driver.transport(settings).send(make_envelope())
 
     assert [login.mechanism for login in server.handler.logins] == ["PLAIN"]
     assert server.handler.commands == ["EHLO", "AUTH", "QUIT"]
 
 
-def test_no_plaintext_warning_when_no_auth_is_sent(smtp_server, caplog):
+def test_no_plaintext_warning_when_no_auth_is_sent(driver, smtp_server, caplog):
     server = smtp_server()  # offers no AUTH
     settings = server.settings(username="robot", password=PASSWORD)
 
-    caplog.set_level(logging.WARNING, logger=SMTP_LOGGER)
+    caplog.set_level(logging.WARNING, logger=driver.logger)
     with pytest.raises(nm.AuthenticationFailed, match="does not offer AUTH"):
-        nm.SmtpTransport(settings).send(make_envelope())
+        driver.transport(settings).send(make_envelope())
 
     assert not [r for r in caplog.records if "without encryption" in r.getMessage()]
     assert "AUTH" not in server.handler.commands
@@ -226,13 +227,13 @@ def test_an_envelope_with_an_invalid_international_domain_is_invalid_message():
 
 
 def test_xoauth2_logs_in_with_the_token_of_the_moment_and_never_the_password(
-    smtp_server, server_tls, client_tls
+    driver, smtp_server, server_tls, client_tls
 ):
     handler = OAuth2Handler(tokens={"robot": "token-2"})
     server = smtp_server(starttls=server_tls, users={"robot": PASSWORD}, handler=handler)
     tokens = iter(["token-1", "token-2"])
     settings = server.settings(username="robot", password=PASSWORD)
-    transport = nm.SmtpTransport(
+    transport = driver.transport(
         settings, ssl_context=client_tls, oauth2_token=lambda: next(tokens)
     )
 
@@ -261,12 +262,16 @@ def test_verify_through_the_mailer_logs_in_with_its_transports_oauth2_token(
     assert [login.mechanism for login in handler.logins] == ["XOAUTH2"]
 
 
-def test_the_driver_paces_right_before_each_mail_from():
+def test_the_driver_paces_right_before_each_mail_from(driver):
     calls: list[int] = []
     paced_when_mail_arrived: list[int] = []
 
     class Paced(nm.SmtpTransport):
         def _pace(self, recipients: int) -> None:
+            calls.append(recipients)
+
+    class AsyncPaced(nm.AsyncSmtpTransport):
+        async def _apace(self, recipients: int) -> None:
             calls.append(recipients)
 
     def script(server: ScriptedServer, connection: socket.socket) -> None:
@@ -284,10 +289,16 @@ def test_the_driver_paces_right_before_each_mail_from():
             connection.sendall(b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
 
     with ScriptedServer(script) as server:
-        transport = Paced(server.settings())
-        transport.send_many([make_envelope(recipients=("a@example.com", "b@example.com"))] * 2)
+        if driver.is_async:
+            transport = AsyncPaced(server.settings())
+            envelopes = [make_envelope(recipients=("a@example.com", "b@example.com"))] * 2
+            driver.run(transport.send_many(envelopes))
+        else:
+            transport = Paced(server.settings())
+            transport.send_many([make_envelope(recipients=("a@example.com", "b@example.com"))] * 2)
 
-    assert nm.SmtpTransport.paces_at_the_wire is True
+    assert type(transport).paces_at_the_wire is True
     assert nm.Transport.paces_at_the_wire is False
+    assert nm.AsyncTransport.paces_at_the_wire is False
     assert calls == [2, 2]
     assert paced_when_mail_arrived == [1, 2]

@@ -76,7 +76,7 @@ def assert_no_password(texts: list[str]) -> None:
 
 
 def test_a_whole_failing_session_never_shows_the_password(
-    smtp_server, server_tls, client_tls, captured
+    driver, smtp_server, server_tls, client_tls, captured
 ):
     texts: list[str] = []
     wrong_auth = smtp_server(starttls=server_tls, users=WRONG_FOR_SERVER)
@@ -106,8 +106,8 @@ def test_a_whole_failing_session_never_shows_the_password(
                 smtp=smtp,
                 delivery=nm.DeliverySettings(retry=nm.RetryPolicy(max_attempts=2)),
             )
-            transport = nm.SmtpTransport(smtp, ssl_context=context)
-            mailer = nm.Mailer(settings, transport=transport, sleep=lambda seconds: None)
+            transport = driver.transport(smtp, ssl_context=context)
+            mailer = driver.mailer(settings, transport=transport, sleep=lambda seconds: None)
             texts += [repr(smtp), str(smtp), repr(settings), repr(transport), repr(mailer)]
             with pytest.raises(nm.DeliveryError) as caught:
                 mailer.send(nm.Message(["ann@example.com"], "Reset", text="x\n"))
@@ -174,14 +174,14 @@ def test_a_config_error_about_the_password_never_repeats_it(monkeypatch, capsys)
 
 
 def test_a_server_repeating_the_password_in_its_refusal_never_gets_it_into_the_error(
-    smtp_server,
+    driver, smtp_server
 ):
     server = smtp_server(
         users=WRONG_FOR_SERVER,
         auth_require_tls=False,
         handler=RecordingHandler(echo_credentials=True),
     )
-    transport = nm.SmtpTransport(server.settings(username="robot", password=PASSWORD))
+    transport = driver.transport(server.settings(username="robot", password=PASSWORD))
 
     with pytest.raises(nm.AuthenticationFailed) as caught:
         transport.open()
