@@ -1,9 +1,12 @@
 """SMTP sinks for the benchmarks, each run in a process of its own on 127.0.0.1.
 
 ``asyncio``: a minimal server that answers every command at once, so the server's cost
-does not hide the client's. ``slow``: the same, but each reply waits 10 ms, as a relay
-across a network does, so that a client's concurrency shows. ``aiosmtpd``: a real SMTP
-server with a discarding handler.
+does not hide the client's; it offers PIPELINING. ``slow``: the same, but each reply
+waits 10 ms, as a relay across a network does, so that a client's concurrency shows.
+``delay``: the same, but only the replies to MAIL, RCPT and the end of DATA wait 10 ms,
+one command after another on each connection, as a relay that takes that long to accept
+a sender, a recipient or a message. ``aiosmtpd``: a real SMTP server with a discarding
+handler.
 
     python bench/sinks.py asyncio 127.0.0.1 2525
 """
@@ -27,11 +30,21 @@ _EHLO = (
 )
 
 
+_DELAYED = (b"MAIL", b"RCPT", b".")  # the ``delay`` sink's slow replies ("." ends DATA)
+
+
 async def _handle(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+    reader: asyncio.StreamReader,
+    writer: asyncio.StreamWriter,
+    delay: float = 0.0,
+    delayed: tuple[bytes, ...] | None = None,
 ) -> None:
-    async def reply(line: bytes) -> None:
-        if delay:
+    """Serve one connection; ``delay`` before every reply, or only those to ``delayed``."""
+    if delay:  # replies come apart: Nagle's algorithm would hold one for the client's ACK
+        writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    async def reply(line: bytes, verb: bytes = b"") -> None:
+        if delay and (delayed is None or verb in delayed):
             await asyncio.sleep(delay)
         writer.write(line)
 
@@ -44,13 +57,13 @@ async def _handle(
             elif verb == b"DATA":
                 await reply(b"354 go ahead\r\n")
                 await reader.readuntil(b"\r\n.\r\n")
-                await reply(b"250 2.0.0 queued\r\n")
+                await reply(b"250 2.0.0 queued\r\n", b".")
             elif verb == b"QUIT":
                 await reply(b"221 bye\r\n")
                 await writer.drain()
                 break
             else:
-                await reply(b"250 ok\r\n")
+                await reply(b"250 ok\r\n", verb)
             await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
@@ -58,8 +71,10 @@ async def _handle(
         writer.close()
 
 
-async def _serve_asyncio(host: str, port: int, delay: float = 0.0) -> None:
-    handle = functools.partial(_handle, delay=delay)
+async def _serve_asyncio(
+    host: str, port: int, delay: float = 0.0, delayed: tuple[bytes, ...] | None = None
+) -> None:
+    handle = functools.partial(_handle, delay=delay, delayed=delayed)
     server = await asyncio.start_server(handle, host, port, limit=2**24)
     async with server:
         await server.serve_forever()
@@ -113,14 +128,16 @@ def running_sink(kind: str) -> Iterator[int]:
 
 def main() -> None:
     kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if kind in ("asyncio", "slow"):
+    if kind in ("asyncio", "slow", "delay"):
+        delay = 0.0 if kind == "asyncio" else 0.01
+        delayed = _DELAYED if kind == "delay" else None
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_asyncio(host, port, delay=0.01 if kind == "slow" else 0.0))
+            asyncio.run(_serve_asyncio(host, port, delay, delayed))
     elif kind == "aiosmtpd":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         _serve_aiosmtpd(host, port)
     else:
-        raise SystemExit(f"unknown sink {kind!r}: asyncio, slow or aiosmtpd")
+        raise SystemExit(f"unknown sink {kind!r}: asyncio, slow, delay or aiosmtpd")
 
 
 if __name__ == "__main__":

@@ -343,18 +343,23 @@ class _FeedBase:
         self._throttle = throttle
         self._clock = clock
 
-    def _take(self, ready_only: bool) -> Attempt | None:
-        return self._dispatch.take(self._clock(), ready_only=ready_only)
+    def ready(self) -> Envelope | None:
+        attempt = self._dispatch.take(self._clock(), ready_only=True)
+        if attempt is None:
+            return None
+        if self._admit(attempt.envelope) > 0:  # the caller cannot wait: it waits its turn
+            self._dispatch.give_back(attempt.envelope)
+            return None
+        return attempt.envelope
+
+    def _take(self) -> Attempt | None:
+        return self._dispatch.take(self._clock(), ready_only=False)
 
     def _admit(self, envelope: Envelope) -> float:
         """0 once the throttle admitted ``envelope``'s recipients, else the wait first."""
         if self._throttle is None:
             return 0.0
         return self._throttle.reserve(len(envelope.recipients), self._clock)
-
-    def _hold(self, envelope: Envelope) -> None:
-        """The throttle said wait, and the caller cannot: the envelope waits its turn."""
-        self._dispatch.give_back(envelope)
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         self._dispatch.done(envelope, outcome, self._clock())
@@ -373,16 +378,13 @@ class _Feed(_FeedBase):
         super().__init__(dispatch, throttle, clock)
         self._sleep = sleep
 
-    def next(self, *, ready_only: bool) -> Envelope | None:
-        attempt = self._take(ready_only)
+    def next(self) -> Envelope | None:
+        attempt = self._take()
         if attempt is None:
             return None
         if attempt.wait > 0:
             self._sleep(attempt.wait)
         while (wait := self._admit(attempt.envelope)) > 0:
-            if ready_only:
-                self._hold(attempt.envelope)
-                return None
             self._sleep(wait)
         return attempt.envelope
 
@@ -400,16 +402,13 @@ class _AsyncFeed(_FeedBase):
         super().__init__(dispatch, throttle, clock)
         self._sleep = sleep
 
-    async def next(self, *, ready_only: bool) -> Envelope | None:
-        attempt = self._take(ready_only)
+    async def next(self) -> Envelope | None:
+        attempt = self._take()
         if attempt is None:
             return None
         if attempt.wait > 0:
             await self._sleep(attempt.wait)
         while (wait := self._admit(attempt.envelope)) > 0:
-            if ready_only:
-                self._hold(attempt.envelope)
-                return None
             await self._sleep(wait)
         return attempt.envelope
 

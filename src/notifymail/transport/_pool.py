@@ -162,10 +162,12 @@ class Single:
         self._envelope: Envelope | None = envelope
         self._outcome: Delivery | DeliveryError | None = None
 
-    def take(self, *, ready_only: bool) -> Envelope | None:
-        """The envelope, once, to a connection that has nothing else in flight."""
-        if ready_only:
-            return None
+    def ready(self) -> Envelope | None:
+        """Nothing to follow the envelope: it is the only one."""
+        return None
+
+    def take(self) -> Envelope | None:
+        """The envelope, once."""
         envelope, self._envelope = self._envelope, None
         return envelope
 

@@ -69,6 +69,12 @@ class _Connection:
         self.writer = writer
         self.client = options.new_client(logger)
         self._options = options
+        # The deadline of the read under way, watched by one timer that is moved only
+        # when it goes off early: a timeout per read would cost a timer per reply.
+        self._deadline = 0.0
+        self._reading: asyncio.Task[object] | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._expired = False
 
     @property
     def closed(self) -> bool:
@@ -97,7 +103,7 @@ class _Connection:
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
-                    client.receive_data(await _within(time_left, self.reader.read(_READ_SIZE)))
+                    client.receive_data(await self._read(time_left))
                 elif isinstance(event, StartTls):
                     await _within(client.smtp.timeout, self._start_tls())
                     client.tls_started()
@@ -106,6 +112,38 @@ class _Connection:
         except OSError as error:  # timeouts, resets, TLS and certificate errors
             client.connection_failed(error)
             return client.next_event()
+
+    async def _read(self, seconds: float) -> bytes:
+        """What the server sent next (b"" once it closed), or TimeoutError after ``seconds``."""
+        loop = asyncio.get_running_loop()
+        self._deadline = loop.time() + seconds
+        if self._watchdog is None:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
+        task = self._reading = asyncio.current_task()
+        try:
+            return await self.reader.read(_READ_SIZE)
+        except asyncio.CancelledError:
+            if not self._expired:
+                raise
+            self._expired = False
+            if sys.version_info >= (3, 11) and task is not None:
+                task.uncancel()  # the cancellation was the watchdog's, and ends here
+            raise TimeoutError("timed out") from None
+        finally:
+            self._reading = None
+
+    def _watch(self) -> None:
+        """The watchdog went off: cancel the read if its deadline has passed."""
+        self._watchdog = None
+        task = self._reading
+        if task is None:  # no read under way: the next one sets the watchdog again
+            return
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._deadline:
+            self._watchdog = loop.call_at(self._deadline, self._watch)
+            return
+        self._expired = True
+        task.cancel()
 
     async def _start_tls(self) -> None:
         context = self._options.ssl_context
@@ -138,6 +176,9 @@ class _Connection:
 
     async def close(self) -> None:
         """Close the connection; a TLS goodbye is awaited within the timeout at most."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         writer = self.writer
         writer.close()
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
@@ -277,7 +318,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
         """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
         lane = Lane()
         dry = False
-        while not dry and (envelope := lane.again() or await feed.next(ready_only=False)):
+        while not dry and (envelope := lane.again() or await feed.next()):
             self._is_open = True  # close() runs when the outermost block ends
             try:
                 slot = await self._checkout()
@@ -305,7 +346,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
         connection = slot.connection
 
         async def ahead() -> None:
-            if self._pool.has_room(slot) and (later := await feed.next(ready_only=True)):
+            if self._pool.has_room(slot) and (later := feed.ready()):
                 await self._start(slot, later, lane)
 
         await self._start(slot, envelope, lane)
@@ -316,7 +357,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
                 self.settle(feed, *settled, logged=logged)
             if lane.busy or connection.closed or not self._pool.has_room(slot):
                 continue
-            if (later := await feed.next(ready_only=False)) is None:
+            if (later := await feed.next()) is None:
                 return True
             await self._start(slot, later, lane)
         return False
@@ -331,5 +372,5 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
 class _AsyncSingle(Single):
     """``Single`` as an asyncio feed."""
 
-    async def next(self, *, ready_only: bool) -> Envelope | None:
-        return self.take(ready_only=ready_only)
+    async def next(self) -> Envelope | None:
+        return self.take()

@@ -40,27 +40,29 @@ logger = logging.getLogger("notifymail.transport")
 class Feed(Protocol):
     """Envelopes for a transport to send as it can take them, and where outcomes go."""
 
-    def next(self, *, ready_only: bool) -> Envelope | None:
-        """The envelope to send now, None when there is none for this caller.
+    def ready(self) -> Envelope | None:
+        """An envelope to send at once, if one is ready; never waits. A connection with
+        envelopes in flight asks it whether one more may follow them."""
 
-        ``ready_only`` (a connection with envelopes in flight asks whether one more may
-        follow them) never waits: None unless one is ready at once. Otherwise it may
-        wait (a retry's delay, the throttle) before it answers; None then means that
-        nothing is left for this caller.
-        """
+    def next(self) -> Envelope | None:
+        """The envelope to send next, once it may go (a retry's delay, the throttle);
+        None when nothing is left for this caller, who then stops."""
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
-        """What became of an envelope ``next`` handed out."""
+        """What became of an envelope ``ready`` or ``next`` handed out."""
 
 
 class AsyncFeed(Protocol):
     """``Feed`` for asyncio transports: ``next`` is awaited."""
 
-    async def next(self, *, ready_only: bool) -> Envelope | None:
+    def ready(self) -> Envelope | None:
+        """As ``Feed.ready``."""
+
+    async def next(self) -> Envelope | None:
         """As ``Feed.next``, waiting without blocking the event loop."""
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
-        """What became of an envelope ``next`` handed out."""
+        """What became of an envelope ``ready`` or ``next`` handed out."""
 
 
 class _Lifecycle:
@@ -212,7 +214,7 @@ class Transport(_Lifecycle, abc.ABC):
     def _deliver_feed(self, feed: Feed) -> None:
         """One envelope at a time through ``deliver``, serialised as ``send`` is (the
         feed's waits are not); a transport that pipelines overrides it."""
-        while (envelope := feed.next(ready_only=False)) is not None:
+        while (envelope := feed.next()) is not None:
             try:
                 with self._serial():
                     outcome: Delivery | DeliveryError = self._deliver_logged(envelope)
@@ -329,7 +331,7 @@ class AsyncTransport(_Lifecycle, abc.ABC):
     async def _deliver_feed(self, feed: AsyncFeed) -> None:
         """One envelope at a time through ``deliver``, serialised as ``send`` is (the
         feed's waits are not); a transport that pipelines overrides it."""
-        while (envelope := await feed.next(ready_only=False)) is not None:
+        while (envelope := await feed.next()) is not None:
             try:
                 async with self._serial():
                     outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)

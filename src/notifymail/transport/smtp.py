@@ -349,7 +349,7 @@ class SmtpTransport(SmtpOptions, Transport):
         """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
         lane = Lane()
         dry = False
-        while not dry and (envelope := lane.again() or feed.next(ready_only=False)):
+        while not dry and (envelope := lane.again() or feed.next()):
             self._is_open = True  # close() runs when the outermost block ends
             try:
                 slot = self._checkout()
@@ -377,7 +377,7 @@ class SmtpTransport(SmtpOptions, Transport):
         session = slot.connection
 
         def ahead() -> None:
-            if self._pool.has_room(slot) and (later := feed.next(ready_only=True)):
+            if self._pool.has_room(slot) and (later := feed.ready()):
                 self._start(slot, later, lane)
 
         self._start(slot, envelope, lane)
@@ -388,7 +388,7 @@ class SmtpTransport(SmtpOptions, Transport):
                 self.settle(feed, *settled, logged=logged)
             if lane.busy or session.closed or not self._pool.has_room(slot):
                 continue
-            if (later := feed.next(ready_only=False)) is None:
+            if (later := feed.next()) is None:
                 return True
             self._start(slot, later, lane)
         return False
@@ -403,5 +403,5 @@ class SmtpTransport(SmtpOptions, Transport):
 class _Single(Single):
     """``Single`` as a blocking feed."""
 
-    def next(self, *, ready_only: bool) -> Envelope | None:
-        return self.take(ready_only=ready_only)
+    def next(self) -> Envelope | None:
+        return self.take()
