@@ -318,6 +318,13 @@ class Dispatch:
             self._in_flight[id(envelope)] = plan
             return Attempt(envelope, wait)
 
+    def peek(self) -> Envelope | None:
+        """The envelope ``take`` would most likely give next (a retry may come first)."""
+        with self._lock:
+            if self._ready:
+                return self._ready[0][1]
+            return self._fresh[0] if self._fresh else None
+
     def give_back(self, envelope: Envelope) -> None:
         """An envelope ``take`` gave that was not sent after all (the throttle said wait)."""
         with self._lock:

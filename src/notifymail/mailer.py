@@ -352,6 +352,10 @@ class _FeedBase:
             return None
         return attempt.envelope
 
+    def prepare(self) -> None:
+        if (envelope := self._dispatch.peek()) is not None:
+            envelope.raw  # noqa: B018 - serialised once, cached on the envelope
+
     def _take(self) -> Attempt | None:
         return self._dispatch.take(self._clock(), ready_only=False)
 

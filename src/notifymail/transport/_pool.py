@@ -166,6 +166,9 @@ class Single:
         """Nothing to follow the envelope: it is the only one."""
         return None
 
+    def prepare(self) -> None:
+        """Nothing to prepare: the envelope is already under way."""
+
     def take(self) -> Envelope | None:
         """The envelope, once."""
         envelope, self._envelope = self._envelope, None

@@ -80,11 +80,16 @@ class _Connection:
     def closed(self) -> bool:
         return self.client.state is State.CLOSED
 
-    async def next_event(self, ahead: Callable[[], Awaitable[None]] | None = None) -> Event:
+    async def next_event(
+        self,
+        ahead: Callable[[], Awaitable[None]] | None = None,
+        idle: Callable[[], object] | None = None,
+    ) -> Event:
         """Write and read until the core has an event for the caller.
 
         ``ahead`` is awaited when the core could queue the next envelope behind the
-        message it is about to send (``can_mail_ahead``), before that is written.
+        message it is about to send (``can_mail_ahead``), before that is written;
+        ``idle`` is called before each wait for the server.
         """
         client = self.client
         try:
@@ -100,6 +105,8 @@ class _Connection:
                         await ahead()
                     if client.has_data_to_send:
                         continue  # a reply led to a command: write it before reading
+                    if idle is not None:
+                        idle()
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
@@ -351,7 +358,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
 
         await self._start(slot, envelope, lane)
         while lane.busy:
-            event = await connection.next_event(ahead)
+            event = await connection.next_event(ahead, feed.prepare)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
                 self.settle(feed, *settled, logged=logged)

@@ -48,6 +48,10 @@ class Feed(Protocol):
         """The envelope to send next, once it may go (a retry's delay, the throttle);
         None when nothing is left for this caller, who then stops."""
 
+    def prepare(self) -> None:
+        """Serialise the envelope likely to go next, while a connection waits for the
+        server: the work is then off the path between a reply and the next write."""
+
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         """What became of an envelope ``ready`` or ``next`` handed out."""
 
@@ -60,6 +64,9 @@ class AsyncFeed(Protocol):
 
     async def next(self) -> Envelope | None:
         """As ``Feed.next``, waiting without blocking the event loop."""
+
+    def prepare(self) -> None:
+        """As ``Feed.prepare``."""
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         """What became of an envelope ``ready`` or ``next`` handed out."""

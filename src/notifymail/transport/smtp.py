@@ -142,11 +142,14 @@ class _Session:
     def closed(self) -> bool:
         return self.client.state is State.CLOSED
 
-    def next_event(self, ahead: Callable[[], object] | None = None) -> Event:
+    def next_event(
+        self, ahead: Callable[[], object] | None = None, idle: Callable[[], object] | None = None
+    ) -> Event:
         """Write and read until the core has an event for the caller.
 
         ``ahead`` is called when the core could queue the next envelope behind the
-        message it is about to send (``can_mail_ahead``), before that is written.
+        message it is about to send (``can_mail_ahead``), before that is written;
+        ``idle`` before each wait for the server.
         """
         client = self.client
         sock = self.sock
@@ -162,6 +165,8 @@ class _Session:
                         ahead()
                     if client.has_data_to_send:
                         continue  # a reply led to a command: write it before reading
+                    if idle is not None:
+                        idle()
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
@@ -382,7 +387,7 @@ class SmtpTransport(SmtpOptions, Transport):
 
         self._start(slot, envelope, lane)
         while lane.busy:
-            event = session.next_event(ahead)
+            event = session.next_event(ahead, feed.prepare)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
                 self.settle(feed, *settled, logged=logged)
