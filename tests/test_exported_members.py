@@ -26,6 +26,9 @@ SPEC_NAMES = {
     # section 4: the facade
     "Mailer", "Message", "Notification", "Attachment", "DeliveryReport", "VerifyResult",
     "verify_smtp",
+    # section 11: subscription mail
+    "UnsubscribeTokens", "InvalidToken", "Suppressions", "InMemorySuppressions",
+    "SqliteSuppressions",
 }  # fmt: skip
 
 
@@ -51,7 +54,16 @@ def test_exported_members_say_where_they_live() -> None:
 
 
 def test_submodules_list_their_public_names() -> None:
-    for module_name in ("errors", "settings", "policy", "message", "mailer", "verify"):
+    for module_name in (
+        "errors",
+        "settings",
+        "policy",
+        "message",
+        "mailer",
+        "verify",
+        "suppressions",
+        "unsubscribe",
+    ):
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), (module_name, name)

@@ -114,3 +114,20 @@ def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
     with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
         transport.send_many([])
     return result.security
+
+
+def subscription_usage(path: str) -> tuple[str, str, bool]:
+    tokens = nm.UnsubscribeTokens(nm.Secret("a secret of at least 16 bytes"))
+    url: str = tokens.url("https://bi.example.com/unsubscribe", "ann@example.com", "alerts")
+    try:
+        recipient, list_id = tokens.verify(url.rpartition("token=")[2])
+    except nm.InvalidToken:
+        recipient, list_id = "", ""
+    memory: nm.Suppressions = nm.InMemorySuppressions()
+    memory.add(recipient, "unsubscribed")
+    with nm.SqliteSuppressions(path) as stored:
+        suppressions: nm.Suppressions = stored
+        suppressions.remove(recipient)
+        why: str | None = stored.reason(recipient)
+        assert why is None
+    return recipient, list_id, memory.is_suppressed(recipient)

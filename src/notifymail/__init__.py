@@ -14,6 +14,7 @@ from notifymail.errors import (
     DeliveryError,
     FeatureNotAvailable,
     InvalidMessage,
+    InvalidToken,
     NotifymailError,
     PermanentFailure,
     PermissionDenied,
@@ -53,10 +54,12 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.suppressions import InMemorySuppressions, SqliteSuppressions, Suppressions
     from notifymail.transport.base import Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
+    from notifymail.unsubscribe import UnsubscribeTokens
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
 
@@ -69,6 +72,7 @@ _LAZY = {
     "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
     "Envelope": "notifymail.values",
+    "InMemorySuppressions": "notifymail.suppressions",
     "Mailer": "notifymail.mailer",
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
@@ -76,7 +80,10 @@ _LAZY = {
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
+    "SqliteSuppressions": "notifymail.suppressions",
+    "Suppressions": "notifymail.suppressions",
     "Transport": "notifymail.transport.base",
+    "UnsubscribeTokens": "notifymail.unsubscribe",
     "VerifyResult": "notifymail.verify",
     "verify_smtp": "notifymail.verify",
 }
@@ -101,7 +108,9 @@ __all__ = [
     "FeatureNotAvailable",
     "Hosting",
     "InMemoryDirectory",
+    "InMemorySuppressions",
     "InvalidMessage",
+    "InvalidToken",
     "Mailer",
     "ManagedService",
     "MemoryTransport",
@@ -122,10 +131,13 @@ __all__ = [
     "Sent",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteSuppressions",
     "SuggestionMode",
+    "Suppressions",
     "TemporaryFailure",
     "TlsError",
     "Transport",
+    "UnsubscribeTokens",
     "VerifyResult",
     "apply_changes",
     "can_manage_email",
