@@ -86,7 +86,7 @@ class InMemorySuppressions:
 
 
 # Until the outbox's shared opening helper is on main, the file is opened here.
-_APPLICATION_ID: Final = 0x4E4D4149  # "NMAI": PRAGMA application_id of notifymail's files
+_APPLICATION_ID: Final = int.from_bytes(b"NtfM", "big")  # PRAGMA application_id, as the outbox's
 _BUSY_TIMEOUT: Final = 10.0  # seconds a connection waits for another's lock
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS suppressions (
@@ -109,7 +109,7 @@ def _open(path: str) -> sqlite3.Connection:
             path, timeout=_BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
         )
     except sqlite3.Error as error:
-        raise ConfigError(f"path: cannot open {path!r}: {error}", field="path") from None
+        raise _unusable(path, error) from None
     try:
         _check_owner(connection, path)  # before WAL, which would rewrite a foreign header
         _use_wal(connection)
@@ -121,7 +121,7 @@ def _open(path: str) -> sqlite3.Connection:
         connection.execute("COMMIT")
     except sqlite3.Error as error:
         connection.close()
-        raise ConfigError(f"path: cannot use {path!r}: {error}", field="path") from None
+        raise _unusable(path, error) from None
     except BaseException:
         connection.close()
         raise
@@ -140,9 +140,15 @@ def _check_owner(connection: sqlite3.Connection, path: str) -> int:
         return _APPLICATION_ID
     if application_id != 0 or tables:
         raise ConfigError(
-            f"path: {path!r} is a database of another program, not notifymail's", field="path"
+            f"{path}: an SQLite database of another application, not notifymail's;"
+            " it was left as it is",
+            field="path",
         )
     return 0
+
+
+def _unusable(path: str, error: sqlite3.Error) -> ConfigError:
+    return ConfigError(f"{path}: cannot be used as a database ({error})", field="path")
 
 
 def _use_wal(connection: sqlite3.Connection) -> None:
