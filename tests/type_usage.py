@@ -130,4 +130,8 @@ def subscription_usage(path: str) -> tuple[str, str, bool]:
         suppressions.remove(recipient)
         why: str | None = stored.reason(recipient)
         assert why is None
-    return recipient, list_id, memory.is_suppressed(recipient)
+        settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="a@example.com"))
+        mailer = nm.Mailer(settings, transport=nm.MemoryTransport(), suppressions=stored)
+        report = mailer.notify(nm.Notification([recipient], "Alert", text="Hi"))
+        skipped: tuple[str, ...] = report.suppressed
+    return recipient, list_id, memory.is_suppressed(recipient) and not skipped

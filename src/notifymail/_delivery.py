@@ -12,13 +12,15 @@ calls and ``AsyncMailer`` with ``await``, so neither holds a copy of the rules.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
+from notifymail._address import address_key
 from notifymail.errors import DeliveryError
 from notifymail.values import Delivery, Envelope, Reply
 
@@ -34,7 +36,9 @@ __all__ = [
     "Throttle",
     "hand_over",
     "log_summary",
+    "record_hard_bounces",
     "send_report",
+    "split_suppressed",
 ]
 
 logger = logging.getLogger("notifymail.mailer")
@@ -50,25 +54,28 @@ class DeliveryReport:
     """What happened to every recipient of a ``send`` or ``notify``.
 
     Each recipient is in exactly one of ``accepted``, ``refused`` (the server said no to
-    that recipient, with its last reply) and ``failed`` (never handed over: connection,
-    TLS, authentication, or retries exhausted). ``deliveries`` lists every envelope the
-    server took, retries included, in order.
+    that recipient, with its last reply), ``failed`` (never handed over: connection,
+    TLS, authentication, or retries exhausted) and ``suppressed`` (on the mailer's
+    suppression list, so never handed over; only a notification's recipients).
+    ``deliveries`` lists every envelope the server took, retries included, in order.
     """
 
     deliveries: tuple[Delivery, ...] = ()
     accepted: tuple[str, ...] = ()
     refused: Mapping[str, Reply] = field(default_factory=dict)
     failed: Mapping[str, DeliveryError] = field(default_factory=dict)
+    suppressed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deliveries", tuple(self.deliveries))
         object.__setattr__(self, "accepted", tuple(self.accepted))
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
         object.__setattr__(self, "failed", MappingProxyType(dict(self.failed)))
+        object.__setattr__(self, "suppressed", tuple(self.suppressed))
 
     @property
     def ok(self) -> bool:
-        """True when every recipient accepted the message."""
+        """True when no recipient was refused or failed; a suppressed one is no failure."""
         return not self.refused and not self.failed
 
 
@@ -150,9 +157,13 @@ def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
 
 
 class Tally:
-    """A report being filled in as envelopes are handed over, from any thread or task."""
+    """A report being filled in as envelopes are handed over, from any thread or task.
 
-    def __init__(self) -> None:
+    ``suppressed`` are the recipients left out before any hand-over.
+    """
+
+    def __init__(self, suppressed: Iterable[str] = ()) -> None:
+        self._suppressed = tuple(suppressed)
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._accepted: dict[str, None] = {}
@@ -175,18 +186,65 @@ class Tally:
                 accepted=tuple(self._accepted),
                 refused=self._refused,
                 failed=self._failed,
+                suppressed=self._suppressed,
             )
 
 
 def log_summary(envelopes: int, report: DeliveryReport) -> None:
     """One INFO line per ``notify``: what became of its recipients."""
     logger.info(
-        "notify: %d envelope(s), %d accepted, %d refused, %d failed",
+        "notify: %d envelope(s), %d accepted, %d refused, %d failed, %d suppressed",
         envelopes,
         len(report.accepted),
         len(report.refused),
         len(report.failed),
+        len(report.suppressed),
     )
+
+
+def split_suppressed(
+    recipients: Iterable[str], is_suppressed: Callable[[str], bool]
+) -> tuple[list[str], tuple[str, ...]]:
+    """``recipients`` (normalised) split into those to send to and those on the list.
+
+    Each address is asked about once (a list in a database is asked per address); a
+    suppressed address given twice is listed once, as first spelled.
+    """
+    verdicts: dict[str, bool] = {}
+    kept: list[str] = []
+    suppressed: list[str] = []
+    for address in recipients:
+        key = address_key(address)
+        known = verdicts.get(key)
+        if known is None:
+            known = verdicts[key] = is_suppressed(address)
+            if known:
+                suppressed.append(address)
+        if not known:
+            kept.append(address)
+    return kept, tuple(suppressed)
+
+
+# An enhanced status code (RFC 3463) opens the reply's text: class.subject.detail.
+_ENHANCED_STATUS = re.compile(r"\s*(\d\.\d{1,3}\.\d{1,3})(?!\S)")
+_NO_SUCH_USER = "5.1.1"  # RFC 3463: bad destination mailbox address
+
+
+def record_hard_bounces(handed: Handed, add: Callable[[str, str], object]) -> None:
+    """Add to the suppression list (``add``) every recipient a server refused for good as
+    having no such mailbox (5.1.1), with the reason ``"hard bounce"``.
+
+    A list that cannot be written is logged, not raised: the message has gone out, and
+    an error now would lose the report and invite the host to send it all again.
+    """
+    for address, reply in handed.refused.items():
+        status = _ENHANCED_STATUS.match(reply.text)
+        if not (reply.is_permanent and status is not None and status[1] == _NO_SUCH_USER):
+            continue
+        try:
+            add(address, "hard bounce")
+        except Exception as error:
+            logger.warning("could not add %s to the suppression list: %r", address, error)
 
 
 class Throttle:

@@ -18,7 +18,9 @@ from notifymail._delivery import (
     Throttle,
     hand_over,
     log_summary,
+    record_hard_bounces,
     send_report,
+    split_suppressed,
 )
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification, compose, compose_notification
@@ -35,6 +37,7 @@ from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
     from notifymail.settings import EmailSettings
+    from notifymail.suppressions import Suppressions
     from notifymail.verify import VerifyResult
 
 __all__ = ["DeliveryReport", "Mailer"]
@@ -45,7 +48,10 @@ class Mailer:
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
-    outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
+    outsider). With ``suppressions``, a notification is never handed to an address on that
+    list, and addresses a server refuses as unknown (5.1.1) are added to it; system mail
+    (``send``) neither reads nor writes it. ``clock`` and ``sleep`` pace retries and the
+    throttle; tests inject fakes.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -57,12 +63,14 @@ class Mailer:
         *,
         transport: Transport | None = None,
         directory: Directory | None = None,
+        suppressions: Suppressions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
         self.settings = settings
         self.transport = transport if transport is not None else _smtp_transport(settings)
         self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self.suppressions = suppressions
         self._clock = clock
         self._sleep = sleep
         rate = settings.delivery.max_recipients_per_second
@@ -97,18 +105,24 @@ class Mailer:
     def notify(self, notification: Notification) -> DeliveryReport:
         """Send an alert or subscription to its recipients, batched by the delivery policy.
 
-        The body is composed once. Each envelope waits for the throttle, and retryable
-        errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises :class:`~notifymail.DeliveryError`:
-        what failed is in the report. An invalid address or header raises
-        :class:`~notifymail.InvalidMessage` before anything is sent.
+        Recipients on the suppression list are left out before any is handed over (the
+        report's ``suppressed``). The body is composed once. Each envelope waits for the
+        throttle, and retryable errors and 4xx recipient refusals are retried by the
+        retry policy, never to a recipient that already accepted. Never raises
+        :class:`~notifymail.DeliveryError`: what failed is in the report. An invalid
+        address or header raises :class:`~notifymail.InvalidMessage` before anything is
+        sent.
         """
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
+        recipients, suppressed = self._without_suppressed(notification.recipients)
+        batches = plan_delivery(recipients, self.directory, self.settings)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = Tally()
+        tally = Tally(suppressed)
         with self:  # one connection for every envelope, even outside the host's block
             for envelope in envelopes:
-                tally.add(self._hand_over(envelope))
+                handed = self._hand_over(envelope)
+                if self.suppressions is not None:
+                    record_hard_bounces(handed, self.suppressions.add)
+                tally.add(handed)
         report = tally.report()
         log_summary(len(envelopes), report)
         return report
@@ -153,6 +167,12 @@ class Mailer:
         transport = self.transport
         context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
         return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
+
+    def _without_suppressed(self, recipients: Iterable[str]) -> tuple[list[str], tuple[str, ...]]:
+        """``recipients`` to send to, and those on the suppression list."""
+        if self.suppressions is None:
+            return list(recipients), ()
+        return split_suppressed(recipients, self.suppressions.is_suppressed)
 
     def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
