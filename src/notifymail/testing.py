@@ -2,12 +2,14 @@
 
 Registered through the ``pytest11`` entry point, it gives every test a fresh
 ``mail_outbox`` and a ``mailer`` wired to it; no test ever monkeypatches smtplib.
-Override ``notifymail_settings`` or ``notifymail_directory`` in a host's ``conftest.py``
-to test with its own settings and people. The ``mailer`` runs on a fake clock, so
+Override ``notifymail_settings``, ``notifymail_directory`` or ``notifymail_suppressions``
+in a host's ``conftest.py`` to test with its own settings, people and suppression list. The ``mailer`` runs on a fake clock, so
 retries and the throttle cost a test no real time.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,12 +18,16 @@ from notifymail.policy import Directory, InMemoryDirectory
 from notifymail.settings import EmailSettings, SenderSettings
 from notifymail.transport.memory import MemoryTransport, Sent
 
+if TYPE_CHECKING:
+    from notifymail.suppressions import Suppressions
+
 __all__ = [
     "mail_outbox",
     "mail_transport",
     "mailer",
     "notifymail_directory",
     "notifymail_settings",
+    "notifymail_suppressions",
 ]
 
 
@@ -51,6 +57,12 @@ def notifymail_directory() -> Directory:
 
 
 @pytest.fixture
+def notifymail_suppressions() -> Suppressions | None:
+    """The ``mailer``'s suppression list: none; return an ``InMemorySuppressions`` to test one."""
+    return None
+
+
+@pytest.fixture
 def mail_transport() -> MemoryTransport:
     """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
     return MemoryTransport()
@@ -66,6 +78,7 @@ def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
 def mailer(
     notifymail_settings: EmailSettings,
     notifymail_directory: Directory,
+    notifymail_suppressions: Suppressions | None,
     mail_transport: MemoryTransport,
 ) -> Mailer:
     """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
@@ -74,6 +87,7 @@ def mailer(
         notifymail_settings,
         transport=mail_transport,
         directory=notifymail_directory,
+        suppressions=notifymail_suppressions,
         clock=clock,
         sleep=clock.sleep,
     )
