@@ -1,9 +1,10 @@
 """notifymail: the email side of a host application's notifications.
 
-Settings, recipient policy, transports and one :class:`Mailer` that composes them.
+Settings, recipient policy, transports and one [`Mailer`][notifymail.Mailer] that composes them.
 Every public name is importable from here; the submodules are where they live.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
 from notifymail._lazy import lazy_exports
@@ -64,6 +65,10 @@ if TYPE_CHECKING:
     from notifymail.verify import VerifyResult, verify_smtp
 
 __version__ = "0.1.0"
+
+# A library's records are the host's to show: without this handler, a host that never
+# configured logging would get the warnings on stderr from logging's last resort.
+logging.getLogger("notifymail").addHandler(logging.NullHandler())
 
 # Imported on first use (see notifymail._lazy).
 _LAZY = {

@@ -96,7 +96,7 @@ class Mailer:
         """Send system mail (a password reset, an invitation) as one envelope.
 
         Retryable errors are retried; partial refusals come back in the report. Raises the
-        :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
+        [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
         with self:  # one connection for the retries too
@@ -109,9 +109,9 @@ class Mailer:
         report's ``suppressed``). The body is composed once. Each envelope waits for the
         throttle, and retryable errors and 4xx recipient refusals are retried by the
         retry policy, never to a recipient that already accepted. Never raises
-        :class:`~notifymail.DeliveryError`: what failed is in the report. An invalid
-        address or header raises :class:`~notifymail.InvalidMessage` before anything is
-        sent.
+        [`DeliveryError`][notifymail.DeliveryError]: what failed is in the report. An
+        invalid address or header raises [`InvalidMessage`][notifymail.InvalidMessage]
+        before anything is sent.
         """
         recipients, suppressed = self._without_suppressed(notification.recipients)
         batches = plan_delivery(recipients, self.directory, self.settings)
@@ -130,13 +130,15 @@ class Mailer:
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
     ) -> None:
-        """:func:`notifymail.policy.check_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
+        settings, directory."""
         check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
 
     def suggest_recipients(
         self, viewer: Person, *, everyone_group: str | None = None
     ) -> list[Person]:
-        """:func:`notifymail.policy.suggest_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
+        mailer's settings, directory."""
         return suggest_recipients(
             viewer, self.directory, self.settings, everyone_group=everyone_group
         )
@@ -155,8 +157,8 @@ class Mailer:
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
-        the transport is trusted here too.
+        With an [`SmtpTransport`][notifymail.SmtpTransport], its TLS context is used, so a private
+        CA given to the transport is trusted here too.
         """
         from notifymail.transport.smtp import SmtpTransport
         from notifymail.verify import verify_smtp
@@ -175,7 +177,7 @@ class Mailer:
         return split_suppressed(recipients, self.suppressions.is_suppressed)
 
     def _hand_over(self, envelope: Envelope) -> Handed:
-        """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry)
         step = next(plan)
         while True:
@@ -190,7 +192,7 @@ class Mailer:
     def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
         """Hand ``envelope`` to the transport once: the throttle applies, no retry.
 
-        Returns the transport's :class:`~notifymail.DeliveryError` instead of raising it.
+        Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
         if self._throttle is not None:

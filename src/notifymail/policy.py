@@ -109,9 +109,9 @@ def _lookup_key(address: str) -> str:
 
 
 class InMemoryDirectory:
-    """A :class:`Directory` over a fixed list of people, looked up through a dict.
+    """A [`Directory`][notifymail.Directory] over a fixed list of people, looked up through a dict.
 
-    Two people with the same address (compared as :func:`find` compares) are a
+    Two people with the same address (compared as `find` compares) are a
     ``ValueError``: a mailbox belongs to one account.
     """
 
@@ -340,9 +340,10 @@ def apply_changes(
     ``email-smtp-*`` names set the server; on Cloud their ``-override`` twins set the
     customer's own server and ``smtp-override-enabled`` switches to it.
 
-    Raises :class:`~notifymail.PermissionDenied` unless :func:`can_manage_email`,
-    :class:`~notifymail.FeatureNotAvailable` for a value the plan does not include, and
-    :class:`~notifymail.ConfigError` whose ``field`` is the setting name for anything
+    Raises [`PermissionDenied`][notifymail.PermissionDenied] unless
+    [`can_manage_email`][notifymail.can_manage_email],
+    [`FeatureNotAvailable`][notifymail.FeatureNotAvailable] for a value the plan does not include,
+    and [`ConfigError`][notifymail.ConfigError] whose ``field`` is the setting name for anything
     else. ``current`` is never modified; the result is validated as a whole.
     """
     deployment = current.deployment
@@ -390,8 +391,8 @@ def check_recipients(
     Anyone else needs a valid address whose domain is approved (exactly,
     case-insensitively, IDNA-equal; no approved domains means every domain). Addresses
     in ``existing`` were on the subscription before this edit and are not re-checked.
-    Raises :class:`~notifymail.RecipientNotAllowed` with ``refused`` mapping each refused
-    address, as given, to the reason.
+    Raises [`RecipientNotAllowed`][notifymail.RecipientNotAllowed] with ``refused`` mapping each
+    refused address, as given, to the reason.
     """
     approved = frozenset(settings.recipients.approved_domains)
     creator_key = _lookup_key(creator.email)

@@ -1,9 +1,10 @@
 """Immutable, validated email settings, and where they come from.
 
 Every class is a frozen, slotted, keyword-only dataclass whose constructor checks its
-input and raises :class:`~notifymail.ConfigError` naming the field at fault, so an
+input and raises [`ConfigError`][notifymail.ConfigError] naming the field at fault, so an
 invalid configuration cannot exist. ``dataclasses.replace`` re-validates. Only
-:meth:`EmailSettings.from_env` reads the environment, and it names the variable at fault.
+[`EmailSettings.from_env`][notifymail.settings.EmailSettings.from_env] reads the environment, and
+it names the variable at fault.
 """
 
 from __future__ import annotations
@@ -281,9 +282,10 @@ def _set(instance: object, name: str, value: object) -> None:
 class SmtpSettings:
     """An SMTP server and how to talk to it.
 
-    ``port`` stays ``None`` when not given; :attr:`effective_port` supplies the default
+    ``port`` stays ``None`` when not given;
+    [`effective_port`][notifymail.settings.SmtpSettings.effective_port] supplies the default
     for the security mode. ``password`` may be given as a ``str``; it is kept as a
-    :class:`Secret`. ``timeout`` bounds every socket operation, in seconds.
+    [`Secret`][notifymail.Secret]. ``timeout`` bounds every socket operation, in seconds.
     """
 
     host: str
@@ -634,7 +636,7 @@ class EmailSettings:
 
         An empty variable counts as unset. ``deployment``, when given, wins over
         ``MB_EMAIL_HOSTING`` and ``MB_EMAIL_PLAN``. A bad value raises
-        :class:`~notifymail.ConfigError` with ``env_var`` naming the variable.
+        [`ConfigError`][notifymail.ConfigError] with ``env_var`` naming the variable.
         """
         return _EnvReader(os.environ if environ is None else environ).settings(deployment)
 

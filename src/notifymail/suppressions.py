@@ -26,7 +26,7 @@ __all__ = ["InMemorySuppressions", "SqliteSuppressions", "Suppressions"]
 class Suppressions(Protocol):
     """A suppression list: the addresses notifications are no longer sent to.
 
-    A :class:`~notifymail.Mailer` given one asks ``is_suppressed`` for every recipient
+    A [`Mailer`][notifymail.Mailer] given one asks ``is_suppressed`` for every recipient
     of a notification before any is handed over, and calls ``add(address, "hard
     bounce")`` when a server refuses an address with the enhanced status 5.1.1. An
     implementation must compare addresses case-insensitively and may be called from
@@ -41,7 +41,7 @@ class Suppressions(Protocol):
 
 
 def _key(address: str) -> str:
-    """The key of ``address``; an invalid address is :class:`InvalidMessage` naming it."""
+    """The key of ``address``; an invalid address is an `InvalidMessage` naming it."""
     try:
         return address_key(normalize_address(address))
     except ValueError as error:
@@ -55,7 +55,8 @@ def _reason(reason: str) -> str:
 
 
 class InMemorySuppressions:
-    """A :class:`Suppressions` in a dict, for tests and for hosts that keep their own store.
+    """A [`Suppressions`][notifymail.Suppressions] in a dict, for tests and for hosts that
+    keep their own store.
 
     ``add`` of an address already on the list replaces its reason. ``reason(address)``
     says why an address is on the list (``None`` when it is not).
@@ -102,7 +103,7 @@ def _open(path: str) -> sqlite3.Connection:
     """A connection to notifymail's SQLite file at ``path``, made if new, never taken over.
 
     A file that is not a database, or a database of another program, is a
-    :class:`ConfigError` naming the path, and is left as it was.
+    [`ConfigError`][notifymail.ConfigError] naming the path, and is left as it was.
     """
     try:
         connection = sqlite3.connect(
@@ -167,7 +168,8 @@ def _use_wal(connection: sqlite3.Connection) -> None:
 
 
 class SqliteSuppressions:
-    """A :class:`Suppressions` in an SQLite file, shared by every process that opens it.
+    """A [`Suppressions`][notifymail.Suppressions] in an SQLite file, shared by every
+    process that opens it.
 
     The file may be the outbox's (table ``suppressions``). WAL and ``synchronous=FULL``:
     an address added is on disk before ``add`` returns. ``add`` of an address already on

@@ -3,8 +3,8 @@
 Registered through the ``pytest11`` entry point, it gives every test a fresh
 ``mail_outbox`` and a ``mailer`` wired to it; no test ever monkeypatches smtplib.
 Override ``notifymail_settings``, ``notifymail_directory`` or ``notifymail_suppressions``
-in a host's ``conftest.py`` to test with its own settings, people and suppression list. The ``mailer`` runs on a fake clock, so
-retries and the throttle cost a test no real time.
+in a host's ``conftest.py`` to test with its own settings, people and suppression list.
+The ``mailer`` runs on a fake clock, so retries and the throttle cost a test no real time.
 """
 
 from __future__ import annotations
@@ -64,13 +64,15 @@ def notifymail_suppressions() -> Suppressions | None:
 
 @pytest.fixture
 def mail_transport() -> MemoryTransport:
-    """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
+    """A fresh [`MemoryTransport`][notifymail.MemoryTransport]; script failures with ``fail_next``
+    and ``refuse``."""
     return MemoryTransport()
 
 
 @pytest.fixture
 def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
-    """Everything ``mailer`` handed over during this test, one :class:`Sent` per envelope."""
+    """Everything ``mailer`` handed over during this test, one [`Sent`][notifymail.Sent] per
+    envelope."""
     return mail_transport.outbox
 
 
@@ -81,7 +83,8 @@ def mailer(
     notifymail_suppressions: Suppressions | None,
     mail_transport: MemoryTransport,
 ) -> Mailer:
-    """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
+    """A [`Mailer`][notifymail.Mailer] on ``mail_transport``, with retries and throttling on a fake
+    clock."""
     clock = _FakeClock()
     return Mailer(
         notifymail_settings,

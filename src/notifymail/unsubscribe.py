@@ -39,8 +39,8 @@ class UnsubscribeTokens:
     """Makes and checks the ``token`` of unsubscribe URLs with one secret.
 
     ``secret`` (at least 16 bytes; ``secrets.token_urlsafe(32)`` makes a good one) is
-    given as a :class:`~notifymail.Secret`, a str or bytes; it never appears in a
-    ``repr`` or an error. A short secret raises :class:`~notifymail.ConfigError` with
+    given as a [`Secret`][notifymail.Secret], a str or bytes; it never appears in a
+    ``repr`` or an error. A short secret raises [`ConfigError`][notifymail.ConfigError] with
     ``field="secret"``.
     """
 
@@ -61,7 +61,7 @@ class UnsubscribeTokens:
         absolute ``https`` URL in ASCII (percent-encode anything else) without a
         ``token`` parameter of its own; ``recipient`` a valid address (the token
         carries it normalised); ``list_id`` a non-empty str without line breaks.
-        Anything else raises :class:`~notifymail.InvalidMessage` (a ``ValueError``)
+        Anything else raises [`InvalidMessage`][notifymail.InvalidMessage] (a ``ValueError``)
         naming the argument.
         """
         parts = _https_url(base_url)
@@ -72,8 +72,9 @@ class UnsubscribeTokens:
     def verify(self, token: str) -> tuple[str, str]:
         """The ``(recipient, list_id)`` that ``token`` was made for.
 
-        Raises :class:`~notifymail.InvalidToken` for anything :meth:`url` did not make
-        with this secret: a changed character, another secret, a token cut short.
+        Raises [`InvalidToken`][notifymail.InvalidToken] for anything
+        [`url`][notifymail.unsubscribe.UnsubscribeTokens.url] did not make with this
+        secret: a changed character, another secret, a token cut short.
         """
         if not isinstance(token, str) or not token.isascii():
             raise InvalidToken("token: not an unsubscribe token")

@@ -28,7 +28,7 @@ _AUTOCORRECT_ORDER: Final = (Security.TLS, Security.STARTTLS, Security.SSL)
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What :func:`verify_smtp` found.
+    """What [`verify_smtp`][notifymail.verify_smtp] found.
 
     ``errors`` maps form fields (``host``, ``port``, ``username``, ``password``,
     ``security``) to the message to show there; it is empty when ``ok``. ``security``
@@ -83,7 +83,7 @@ def verify_smtp(
     and SSL (each on ``smtp.port``, or that mode's default port when ``port`` is not
     set); the first that works is reported in ``security``. When none works, the
     errors are those of the configured mode. A ``cafile`` that cannot be loaded
-    raises :class:`~notifymail.ConfigError`.
+    raises [`ConfigError`][notifymail.ConfigError].
     """
     modes = [smtp.security]
     if autocorrect:

@@ -1,4 +1,5 @@
-"""The abstract :class:`Transport`, whose subclasses implement one method, ``deliver``.
+"""The abstract [`Transport`][notifymail.Transport], whose subclasses implement one method,
+``deliver``.
 
 The values it passes (``Envelope``, ``Reply``, ``Delivery``) live in
 ``notifymail.values``; they are re-exported here for transport authors.
@@ -24,9 +25,11 @@ logger = logging.getLogger("notifymail.transport")
 
 
 class Transport(abc.ABC):
-    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+    """Hands envelopes to a mail system. Subclass it and implement
+    [`deliver`][notifymail.transport.base.Transport.deliver].
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
+    [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
     a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
     the first envelope, not on entering a ``with`` block, so a server that is down
@@ -52,8 +55,8 @@ class Transport(abc.ABC):
     def deliver(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope.
 
-        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
-        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        Return a [`Delivery`][notifymail.Delivery], with partial refusals in ``refused``. Raise a
+        [`DeliveryError`][notifymail.DeliveryError] subclass when the envelope failed as a whole,
         including when every recipient was refused.
         """
 
@@ -61,7 +64,8 @@ class Transport(abc.ABC):
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+        """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
+        the outermost block ends."""
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""

@@ -1,7 +1,7 @@
 """The SMTP transport: hands envelopes to a real server through ``smtplib`` and ``ssl``.
 
 ``deliver`` reads as the SMTP transaction, one small method per step, each turning
-``smtplib``'s exceptions into notifymail's errors with the server's :class:`Reply`.
+``smtplib``'s exceptions into notifymail's errors with the server's [`Reply`][notifymail.Reply].
 Two promises shape it: credentials never travel unencrypted (except under
 ``Security.NONE``, with a warning each time), and once the end of DATA has been
 sent a message is never sent again, so no one receives it twice.
