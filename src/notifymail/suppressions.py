@@ -12,7 +12,6 @@ import os
 import sqlite3
 import threading
 import time
-from types import TracebackType
 from typing import Final, Protocol
 
 from typing_extensions import Self
@@ -217,12 +216,7 @@ class SqliteSuppressions:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
