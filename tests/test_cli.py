@@ -279,6 +279,26 @@ def test_config_with_a_bad_value_names_the_variable_and_exits_2(
     assert PASSWORD not in err
 
 
+@pytest.mark.parametrize("command", [("send-test", "--to", "you@example.com"), ("verify",)])
+def test_a_typo_in_a_variable_name_sends_nothing_and_names_it(
+    env: Env, capsys: pytest.CaptureFixture[str], command: tuple[str, ...]
+) -> None:
+    # MB_EMAIL_SMTP_SECURTY=starttls used to be ignored: the test email went out in
+    # plaintext and the command exited 0.
+    env(
+        MB_EMAIL_SMTP_HOST="smtp.example.com",
+        MB_EMAIL_SMTP_SECURTY="starttls",
+        MB_EMAIL_FROM_ADDRESS="bi@acme.example",
+    )
+    code, out, err = run(capsys, *command)
+
+    assert (code, out) == (2, "")
+    assert_one_line_error(
+        err, "MB_EMAIL_SMTP_SECURTY: unknown variable; did you mean MB_EMAIL_SMTP_SECURITY?"
+    )
+    assert "connecting" not in err  # nothing was tried
+
+
 def test_config_without_a_sender_shows_the_placeholder_and_says_so(
     env: Env, capsys: pytest.CaptureFixture[str]
 ) -> None:

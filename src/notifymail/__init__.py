@@ -7,7 +7,9 @@ Every public name is importable from here; the submodules are where they live.
 import logging
 from typing import TYPE_CHECKING
 
+from notifymail._enums import Feature, Hosting, Plan, Security, SuggestionMode
 from notifymail._lazy import lazy_exports
+from notifymail.editing import apply_changes
 from notifymail.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -23,33 +25,26 @@ from notifymail.errors import (
     TemporaryFailure,
     TlsError,
 )
+from notifymail.plans import Deployment, entitlements
 from notifymail.policy import (
     Batch,
     Directory,
     InMemoryDirectory,
     Person,
-    apply_changes,
     can_manage_email,
     check_recipients,
-    entitlements,
     plan_delivery,
     suggest_recipients,
 )
+from notifymail.secret import Secret
 from notifymail.settings import (
     DeliverySettings,
-    Deployment,
     EmailSettings,
-    Feature,
-    Hosting,
     ManagedService,
-    Plan,
     RecipientPolicy,
     RetryPolicy,
-    Secret,
-    Security,
     SenderSettings,
     SmtpSettings,
-    SuggestionMode,
 )
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from notifymail._enums import Feature
     from notifymail._results import Delivery, Reply
-    from notifymail.settings import Feature
 
 __all__ = [
     "AuthenticationFailed",

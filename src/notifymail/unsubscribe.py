@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
 
 from notifymail._address import has_control_character, normalize_address
 from notifymail.errors import ConfigError, InvalidMessage, InvalidToken
-from notifymail.settings import Secret
+from notifymail.secret import Secret
 
 __all__ = ["UnsubscribeTokens"]
 
