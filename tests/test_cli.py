@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +33,12 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Env:
             monkeypatch.setenv(name, str(value))
 
     return set_variables
+
+
+@pytest.fixture
+def system_trusts_the_test_ca(ca_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The default trust store (``SSL_CERT_FILE``) is the test CA, as a CLI user sets it."""
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -213,17 +221,37 @@ def test_verify_a_working_server_exits_0(
     assert server.handler.messages == []
 
 
+@pytest.mark.usefixtures("system_trusts_the_test_ca")
 def test_verify_autocorrect_reports_the_security_that_works(
-    env: Env, capsys: pytest.CaptureFixture[str], smtp_server: Callable[..., SmtpServer]
+    env: Env,
+    capsys: pytest.CaptureFixture[str],
+    smtp_server: Callable[..., SmtpServer],
+    server_tls: ssl.SSLContext,
 ) -> None:
-    server = smtp_server()  # plain SMTP, no STARTTLS offered
-    env(MB_EMAIL_SMTP_HOST=HOST, MB_EMAIL_SMTP_PORT=server.port, MB_EMAIL_SMTP_SECURITY="starttls")
+    server = smtp_server(starttls=server_tls)  # STARTTLS, not TLS from connect
+    env(MB_EMAIL_SMTP_HOST=HOST, MB_EMAIL_SMTP_PORT=server.port, MB_EMAIL_SMTP_SECURITY="ssl")
     assert run(capsys, "verify")[0] == 1
     code, out, err = run(capsys, "verify", "--autocorrect")
 
-    assert (code, err) == (0, progress_line(server.port, VERIFYING, security="starttls"))
-    assert "works with security tls" in out
-    assert "set MB_EMAIL_SMTP_SECURITY=tls" in out
+    assert (code, err) == (0, progress_line(server.port, VERIFYING, security="ssl"))
+    assert "works with security starttls" in out
+    assert "set MB_EMAIL_SMTP_SECURITY=starttls" in out
+
+
+def test_verify_autocorrect_never_recommends_a_mode_weaker_than_the_encrypted_one_configured(
+    env: Env, capsys: pytest.CaptureFixture[str], smtp_server: Callable[..., SmtpServer]
+) -> None:
+    server = smtp_server()  # plain SMTP, no STARTTLS offered: tls would send in plaintext
+    env(MB_EMAIL_SMTP_HOST=HOST, MB_EMAIL_SMTP_PORT=server.port, MB_EMAIL_SMTP_SECURITY="starttls")
+    code, out, err = run(capsys, "verify", "--autocorrect")
+
+    assert (code, out) == (1, "")
+    assert err.startswith(progress_line(server.port, VERIFYING, security="starttls"))
+    assert "security: Server does not offer STARTTLS" in err
+    assert "=tls" not in err
+    assert "=none" not in err
+    assert "STARTTLS" not in server.handler.commands
+    assert server.handler.messages == []
 
 
 def test_verify_an_unreachable_server_prints_each_field_error_and_exits_1(
@@ -366,22 +394,26 @@ def test_python_m_notifymail_send_test_works_on_a_fresh_machine() -> None:
     assert "No SMTP server configured" in result.stderr
 
 
+@pytest.mark.usefixtures("system_trusts_the_test_ca")
 def test_verify_autocorrect_on_cloud_names_the_managed_security_variable(
-    env: Env, capsys: pytest.CaptureFixture[str], smtp_server: Callable[..., SmtpServer]
+    env: Env,
+    capsys: pytest.CaptureFixture[str],
+    smtp_server: Callable[..., SmtpServer],
+    server_tls: ssl.SSLContext,
 ) -> None:
-    server = smtp_server()  # plain SMTP, no STARTTLS offered
+    server = smtp_server(starttls=server_tls)
     env(
         MB_EMAIL_HOSTING="cloud",
         MB_EMAIL_PLAN="starter",
         MB_EMAIL_MANAGED_SMTP_HOST=HOST,
         MB_EMAIL_MANAGED_SMTP_PORT=server.port,
-        MB_EMAIL_MANAGED_SMTP_SECURITY="starttls",
+        MB_EMAIL_MANAGED_SMTP_SECURITY="ssl",
         MB_EMAIL_MANAGED_FROM_ADDRESS="noreply@operator.example",
     )
     code, out, _ = run(capsys, "verify", "--autocorrect")
 
     assert code == 0
-    assert "set MB_EMAIL_MANAGED_SMTP_SECURITY=tls" in out
+    assert "set MB_EMAIL_MANAGED_SMTP_SECURITY=starttls" in out
 
 
 def test_ctrl_c_while_waiting_for_the_server_ends_with_one_line_and_status_130(

@@ -257,7 +257,8 @@ class CeleryOutbox:
     """An outbox whose envelopes are delivered by the host's Celery workers.
 
     ``enqueue`` sends one ``notifymail.deliver`` task per envelope to ``queue``; workers
-    run it once :func:`register` has added it to their app. ``redis_url`` is where the
+    run it once [`register`][notifymail.celery.register] has added it to their app. ``redis_url``
+    is where the
     records live (each recipient's outcome, the claims, the rate window); the tasks carry
     it, and the settings below, to the workers. A claim without an outcome expires after
     ``lease`` seconds. A retryable failure is tried again after ``min_backoff`` seconds,
@@ -500,7 +501,7 @@ def _retry(task: Task[Any, Any], job: _Job, countdown: float, **kwargs: Any) -> 
 def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any]:
     """Register the ``notifymail.deliver`` task on the host's Celery ``app``.
 
-    ``mailer_factory()`` builds the worker's :class:`~notifymail.Mailer`, once per worker
+    ``mailer_factory()`` builds the worker's [`Mailer`][notifymail.Mailer], once per worker
     process, on its first task; its transport hands the envelopes over, its
     ``max_recipients_per_second`` is held across all workers. Returns the task.
     """

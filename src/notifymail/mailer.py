@@ -157,18 +157,17 @@ class Mailer:
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an [`SmtpTransport`][notifymail.SmtpTransport], its TLS context is used, so a private
-        CA given to the transport is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.Transport.probe]), so a private CA or an OAuth2 token
+        given to it counts here too; otherwise through an SMTP transport for the settings.
         """
-        from notifymail.transport.smtp import SmtpTransport
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_smtp, verify_transport
 
         smtp = self.settings.active_smtp
         if smtp is None:
             raise _no_server()
-        transport = self.transport
-        context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
-        return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
+        result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
+        return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
     def _without_suppressed(self, recipients: Iterable[str]) -> tuple[list[str], tuple[str, ...]]:
         """``recipients`` to send to, and those on the suppression list."""

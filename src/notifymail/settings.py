@@ -82,7 +82,7 @@ class SmtpSettings(Validated):
     security: Security = Security.NONE
     """none, ssl, tls, starttls (case-insensitive); see [Security modes](security-modes.md)"""
     username: str | None = None
-    """set together with `password`, or neither"""
+    """needed with `password`; alone, the transport logs in with an OAuth2 token (XOAUTH2)"""
     password: Secret | None = None
     """a `str` is wrapped in a `Secret`"""
     timeout: float = 10.0
@@ -121,9 +121,8 @@ class SmtpSettings(Validated):
         if port is not None:
             check.integer(label("port"), port, 1, 65535, "a port number (1-65535)")
         username = check.optional_text(label("username"), values["username"])
-        if (username is None) != (password is None):
-            missing = "password" if password is None else "username"
-            raise label(missing).error("username and password are set together or not at all")
+        if username is None and password is not None:
+            raise label("username").error("a password needs a username")
         return {
             "host": host,
             "port": port,

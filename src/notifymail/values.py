@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from notifymail._address import needs_smtputf8
+from notifymail._address import ascii_domain, needs_smtputf8
 from notifymail._results import Delivery, Reply
 from notifymail.errors import InvalidMessage
 
@@ -73,6 +73,13 @@ class Envelope:
             # What would end an SMTP command early or add parameters to it.
             if not isinstance(address, str) or _BREAKS_A_COMMAND.search(address):
                 raise InvalidMessage(f"envelope: {address!r} cannot go in MAIL FROM or RCPT TO")
+            domain = address.rpartition("@")[2]
+            if not domain.isascii():  # it goes on the wire in A-labels: they must exist
+                try:
+                    ascii_domain(domain)
+                except ValueError as error:
+                    reason = f"envelope: {address!r} has an invalid domain: {error}"
+                    raise InvalidMessage(reason) from None
         if (message is None) == (raw is None):
             raise TypeError("an Envelope needs exactly one of message and raw")
         if raw is not None:
