@@ -3,7 +3,8 @@ pins a behaviour of both (the ``facade`` fixture in ``conftest.py`` runs it once
 
 ``Facade.mailer(...)`` builds a ``Mailer``, or an ``AsyncMailer`` whose every call runs
 in ``asyncio.run``. Test transports are written once, blocking; the asyncio facade gets
-them through ``AsyncOf``, an ``AsyncTransport`` whose hooks call theirs, so the
+them through ``AsyncOf`` (an ``AsyncTransport`` passed in is used as it is), an
+``AsyncTransport`` whose hooks call theirs, so the
 transport's own state (its outbox, its counters) is what the test asserts on either way.
 """
 
@@ -33,6 +34,10 @@ class AsyncOf(nm.AsyncTransport):
 
     async def close(self) -> None:
         self.inner.close()
+
+    @property
+    def concurrency(self) -> int:
+        return self.inner.concurrency
 
     async def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
         await asyncio.sleep(0)
@@ -114,7 +119,7 @@ class Facade:
         self,
         settings: nm.EmailSettings,
         *,
-        transport: nm.Transport,
+        transport: nm.Transport | nm.AsyncTransport,
         directory: nm.Directory | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], object] | None = None,
@@ -124,6 +129,10 @@ class Facade:
             timing["clock"] = clock
         if sleep is not None:
             timing["sleep"] = _awaitable(sleep) if self.is_async else sleep
+        if isinstance(transport, nm.AsyncTransport):
+            return Driven(
+                nm.AsyncMailer(settings, transport=transport, directory=directory, **timing)
+            )
         if self.is_async:
             return Driven(
                 nm.AsyncMailer(

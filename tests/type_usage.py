@@ -144,6 +144,20 @@ async def async_mailer_usage(settings: nm.EmailSettings) -> list[nm.DeliveryRepo
     return reports
 
 
+class PooledTransport(QueueTransport):
+    """A transport that delivers several envelopes at once."""
+
+    @property
+    def concurrency(self) -> int:
+        return 4
+
+
+def concurrency_usage(transport: nm.Transport, async_transport: nm.AsyncTransport) -> int:
+    at_the_wire: bool = transport.paces_at_the_wire or async_transport.paces_at_the_wire
+    assert at_the_wire or PooledTransport().concurrency
+    return transport.concurrency + async_transport.concurrency
+
+
 async def async_memory_usage() -> list[nm.Sent]:
     transport = nm.AsyncMemoryTransport()
     transport.refuse("bob@example.com")

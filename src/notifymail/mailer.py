@@ -7,8 +7,10 @@ nothing else themselves.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
 from types import TracebackType
 from typing import TYPE_CHECKING, Generic, TypeVar, cast
@@ -18,6 +20,7 @@ from typing_extensions import Self
 from notifymail._delivery import (
     DeliveryReport,
     Handed,
+    Lanes,
     Tally,
     Throttle,
     hand_over,
@@ -34,7 +37,7 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import AsyncTransport, Transport
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
@@ -151,11 +154,8 @@ class Mailer(_Facade[Transport]):
         """
         batches = self._batches(notification)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = Tally()
         with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(self._hand_over(envelope))
-        report = tally.report()
+            report = self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
 
@@ -179,9 +179,30 @@ class Mailer(_Facade[Transport]):
         context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
         return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
 
-    def _hand_over(self, envelope: Envelope) -> Handed:
+    def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in threads."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            lane(0)
+        else:
+            with ThreadPoolExecutor(lanes.width, thread_name_prefix="notifymail") as pool:
+                running = [
+                    pool.submit(contextvars.copy_context().run, lane, number)
+                    for number in range(lanes.width)
+                ]
+            for future in running:
+                future.result()
+        return tally.report()
+
+    def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
         """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
-        plan = hand_over(envelope, self.settings.delivery.retry)
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
             if step.wait:
@@ -198,14 +219,18 @@ class Mailer(_Facade[Transport]):
         Returns the transport's :class:`~notifymail.DeliveryError` instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                self._sleep(wait)
+        pacer = (
+            None if self._throttle is None else _Pacer(self._throttle, self._clock, self._sleep)
+        )
+        token = PACER.set(pacer)
         try:
             return self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
 
 
 class AsyncMailer(_Facade[AsyncTransport]):
@@ -264,11 +289,8 @@ class AsyncMailer(_Facade[AsyncTransport]):
             chunk = batches[start : start + _COMPOSE_CHUNK]
             envelopes += compose_notification(notification, self.settings.active_sender, chunk)
             await asyncio.sleep(0)
-        tally = Tally()
         async with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(await self._hand_over(envelope))
-        report = tally.report()
+            report = await self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
 
@@ -296,9 +318,30 @@ class AsyncMailer(_Facade[AsyncTransport]):
             ssl_context=context if isinstance(context, ssl.SSLContext) else None,
         )
 
-    async def _hand_over(self, envelope: Envelope) -> Handed:
+    async def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in tasks."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        async def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(await self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            await lane(0)
+        else:
+            running = [asyncio.ensure_future(lane(number)) for number in range(lanes.width)]
+            try:
+                await asyncio.gather(*running)
+            finally:  # an error (or a cancellation) in one lane stops the others
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+        return tally.report()
+
+    async def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
         """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
-        plan = hand_over(envelope, self.settings.delivery.retry)
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
             if step.wait:
@@ -311,14 +354,69 @@ class AsyncMailer(_Facade[AsyncTransport]):
 
     async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
         """Hand ``envelope`` to the transport once, as :meth:`Mailer._attempt` does."""
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                await self._sleep(wait)
+        pacer = (
+            None
+            if self._throttle is None
+            else _AsyncPacer(self._throttle, self._clock, self._sleep)
+        )
+        token = ASYNC_PACER.set(pacer)
         try:
             return await self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            ASYNC_PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class _Reservations:
+    """One attempt's view of its mailer's throttle: what it admitted, to finish after."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        self._throttle = throttle
+        self._clock = clock
+        self._admitted = 0
+
+    def reserve(self, recipients: int) -> float:
+        wait = self._throttle.reserve(recipients, self._clock)
+        if not wait:
+            self._admitted += recipients
+        return wait
+
+    def finish(self) -> None:
+        if self._admitted:
+            self._throttle.finish(self._admitted, self._clock)
+            self._admitted = 0
+
+
+class _Pacer(_Reservations):
+    """The :class:`~notifymail.transport.base.Pacer` a ``Mailer`` installs for one attempt."""
+
+    def __init__(
+        self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    def wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class _AsyncPacer(_Reservations):
+    """The asyncio pacer an ``AsyncMailer`` installs for one attempt."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    async def wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
 
 
 def _active_smtp(settings: EmailSettings) -> SmtpSettings:
