@@ -2,9 +2,10 @@
 
 Handing an envelope over (retries, which recipients to try again), the throttle's
 bookkeeping and the report are decisions, not I/O, so they live here without a socket,
-a clock or a sleep: :func:`hand_over` is a generator that yields what to do next
-(:class:`Attempt`: wait this long, then send this envelope) and is sent what the
-transport said (a :class:`Delivery` or the :class:`DeliveryError`); :class:`Throttle`
+a clock or a sleep: `hand_over` is a generator that yields what to do next
+(`Attempt`: wait this long, then send this envelope) and is sent what the
+transport said (a [`Delivery`][notifymail.Delivery] or the
+[`DeliveryError`][notifymail.DeliveryError]); `Throttle`
 is told the time and answers how long to wait. ``Mailer`` drives them with blocking
 calls and ``AsyncMailer`` with ``await``, so neither holds a copy of the rules.
 """
@@ -77,7 +78,7 @@ class DeliveryReport:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """An instruction of :func:`hand_over`: wait ``wait`` seconds, then send ``envelope``."""
+    """An instruction of `hand_over`: wait ``wait`` seconds, then send ``envelope``."""
 
     envelope: Envelope
     wait: float = 0.0
@@ -85,7 +86,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Handed:
-    """What became of one envelope's recipients once :func:`hand_over` is done with it.
+    """What became of one envelope's recipients once `hand_over` is done with it.
 
     ``error`` is the last error when no recipient of the last attempt accepted, else None.
     """
@@ -174,7 +175,7 @@ class Lanes:
 
     ``width`` lanes start, as many as the transport's concurrency (and no more than
     there are envelopes); each takes the next envelope while its number is below the
-    current limit. Every throttling reply (:func:`is_throttling`) lowers the limit by
+    current limit. Every throttling reply (`is_throttling`) lowers the limit by
     one, never below one, for the rest of the ``notify``: a lane above it finishes the
     envelope in its hands and stops, and lane 0 always runs, so every envelope is taken
     exactly once. Safe for threads and tasks.
@@ -255,7 +256,7 @@ class Throttle:
     the order of their times.
 
     A recipient counts from the moment it is admitted until one second after its
-    hand-over is over (:meth:`finish`). The server sees it somewhere in between, however
+    hand-over is over (`finish`). The server sees it somewhere in between, however
     late the hand-over started or however long it took, so no one-second window at the
     server holds more than ``rate``: a window counted from admission alone would let a
     hand-over that was admitted early and reached the server late share a window with

@@ -1,7 +1,7 @@
-"""The facades a host application talks to, :class:`Mailer` and its asyncio twin
-:class:`AsyncMailer`: they decide (policy), compose (message) and hand over (transport),
-retrying and pacing the hand-over by the rules of the shared core (``_delivery``), and do
-nothing else themselves.
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio
+twin [`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and
+hand over (transport), retrying and pacing the hand-over by the rules of the shared core
+(``_delivery``), and do nothing else themselves.
 """
 
 from __future__ import annotations
@@ -77,13 +77,15 @@ class _Facade(Generic[_T]):
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
     ) -> None:
-        """:func:`notifymail.policy.check_recipients` with this mailer's settings, directory."""
+        """[`check_recipients`][notifymail.check_recipients] with this mailer's settings and
+        directory."""
         check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
 
     def suggest_recipients(
         self, viewer: Person, *, everyone_group: str | None = None
     ) -> list[Person]:
-        """:func:`notifymail.policy.suggest_recipients` with this mailer's settings, directory."""
+        """[`suggest_recipients`][notifymail.suggest_recipients] with this mailer's settings
+        and directory."""
         return suggest_recipients(
             viewer, self.directory, self.settings, everyone_group=everyone_group
         )
@@ -137,7 +139,7 @@ class Mailer(_Facade[Transport]):
         """Send system mail (a password reset, an invitation) as one envelope.
 
         Retryable errors are retried; partial refusals come back in the report. Raises the
-        :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
+        [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
         with self:  # one connection for the retries too
@@ -148,9 +150,9 @@ class Mailer(_Facade[Transport]):
 
         The body is composed once. Each envelope waits for the throttle, and retryable
         errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises :class:`~notifymail.DeliveryError`:
+        recipient that already accepted. Never raises [`DeliveryError`][notifymail.DeliveryError]:
         what failed is in the report. An invalid address or header raises
-        :class:`~notifymail.InvalidMessage` before anything is sent.
+        [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
         batches = self._batches(notification)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
@@ -166,18 +168,17 @@ class Mailer(_Facade[Transport]):
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
-        the transport is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.Transport.probe]), so a private CA or an OAuth2 token
+        given to it counts here too; otherwise through an SMTP transport for the settings.
         """
-        from notifymail.transport.smtp import SmtpTransport
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_smtp, verify_transport
 
         smtp = self.settings.active_smtp
         if smtp is None:
             raise _no_server()
-        transport = self.transport
-        context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
-        return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
+        result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
+        return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
     def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
         """Hand envelopes over, as many at once as the transport's concurrency, in threads."""
@@ -201,7 +202,7 @@ class Mailer(_Facade[Transport]):
         return tally.report()
 
     def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
-        """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
@@ -216,7 +217,7 @@ class Mailer(_Facade[Transport]):
     def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
         """Hand ``envelope`` to the transport once: the throttle applies, no retry.
 
-        Returns the transport's :class:`~notifymail.DeliveryError` instead of raising it.
+        Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
         pacer = (
@@ -234,15 +235,15 @@ class Mailer(_Facade[Transport]):
 
 
 class AsyncMailer(_Facade[AsyncTransport]):
-    """The asyncio twin of :class:`Mailer`: the same policy, composition, report, retries,
-    throttle and errors, awaited, never blocking the event loop.
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition,
+    report, retries, throttle and errors, awaited, never blocking the event loop.
 
     Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
     ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
     loop. Use it with ``async with`` to keep one connection for every send inside the
     block; tasks may share it, and the throttle holds across all of them.
     ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
-    :class:`Mailer`.
+    [`Mailer`][notifymail.Mailer].
     """
 
     def __init__(
@@ -276,13 +277,14 @@ class AsyncMailer(_Facade[AsyncTransport]):
         await self.transport.__aexit__(exc_type, exc, traceback)
 
     async def send(self, message: Message) -> DeliveryReport:
-        """Send system mail as one envelope, as :meth:`Mailer.send` does."""
+        """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
         envelope = compose(message, self.settings.active_sender)
         async with self:  # one connection for the retries too
             return send_report(await self._hand_over(envelope))
 
     async def notify(self, notification: Notification) -> DeliveryReport:
-        """Send an alert or subscription to its recipients, as :meth:`Mailer.notify` does."""
+        """Send an alert or subscription to its recipients, as
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
         batches = self._batches(notification)
         envelopes: list[Envelope] = []
         for start in range(0, len(batches), _COMPOSE_CHUNK):
@@ -340,7 +342,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
         return tally.report()
 
     async def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
-        """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
@@ -353,7 +355,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
                 return handed
 
     async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
-        """Hand ``envelope`` to the transport once, as :meth:`Mailer._attempt` does."""
+        """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
         pacer = (
             None
             if self._throttle is None
@@ -391,7 +393,7 @@ class _Reservations:
 
 
 class _Pacer(_Reservations):
-    """The :class:`~notifymail.transport.base.Pacer` a ``Mailer`` installs for one attempt."""
+    """The `Pacer` a ``Mailer`` installs for one attempt."""
 
     def __init__(
         self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]

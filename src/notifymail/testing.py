@@ -58,13 +58,15 @@ def notifymail_directory() -> Directory:
 
 @pytest.fixture
 def mail_transport() -> MemoryTransport:
-    """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
+    """A fresh [`MemoryTransport`][notifymail.MemoryTransport]; script failures with ``fail_next``
+    and ``refuse``."""
     return MemoryTransport()
 
 
 @pytest.fixture
 def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
-    """Everything ``mailer`` handed over during this test, one :class:`Sent` per envelope."""
+    """Everything ``mailer`` handed over during this test, one [`Sent`][notifymail.Sent] per
+    envelope."""
     return mail_transport.outbox
 
 
@@ -74,7 +76,8 @@ def mailer(
     notifymail_directory: Directory,
     mail_transport: MemoryTransport,
 ) -> Mailer:
-    """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
+    """A [`Mailer`][notifymail.Mailer] on ``mail_transport``, with retries and throttling on a fake
+    clock."""
     clock = _FakeClock()
     return Mailer(
         notifymail_settings,
@@ -87,7 +90,8 @@ def mailer(
 
 @pytest.fixture
 def async_mail_transport(mail_outbox: list[Sent]) -> AsyncMemoryTransport:
-    """A fresh :class:`AsyncMemoryTransport` whose outbox is ``mail_outbox``."""
+    """A fresh [`AsyncMemoryTransport`][notifymail.AsyncMemoryTransport] whose outbox is
+    ``mail_outbox``."""
     transport = AsyncMemoryTransport()
     transport.outbox = mail_outbox  # one outbox, whichever mailer a test uses
     return transport
@@ -99,7 +103,7 @@ def async_mailer(
     notifymail_directory: Directory,
     async_mail_transport: AsyncMemoryTransport,
 ) -> AsyncMailer:
-    """An :class:`AsyncMailer` on ``async_mail_transport``, on a fake clock.
+    """An [`AsyncMailer`][notifymail.AsyncMailer] on ``async_mail_transport``, on a fake clock.
 
     Creating it needs no running event loop; await its methods in the test's own loop.
     """

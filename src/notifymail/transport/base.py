@@ -1,5 +1,6 @@
-"""The abstract transports, :class:`Transport` and its asyncio twin :class:`AsyncTransport`,
-whose subclasses implement one method, ``deliver``.
+"""The abstract transports, [`Transport`][notifymail.Transport] and its asyncio twin
+[`AsyncTransport`][notifymail.AsyncTransport], whose subclasses implement one method,
+``deliver``.
 
 Both bases share the bookkeeping that is not I/O (when to open, when to close, what to
 log); only the calls that wait differ. The values they pass (``Envelope``, ``Reply``,
@@ -25,6 +26,8 @@ from notifymail.values import Delivery, Envelope, Reply
 if TYPE_CHECKING:
     import asyncio
 
+    from notifymail.settings import Security
+
 __all__ = ["AsyncTransport", "Delivery", "Envelope", "Reply", "Transport"]
 
 logger = logging.getLogger("notifymail.transport")
@@ -41,7 +44,7 @@ class Pacer(Protocol):
 
 
 class AsyncPacer(Protocol):
-    """:class:`Pacer` for asyncio transports: the wait is awaited."""
+    """`Pacer` for asyncio transports: the wait is awaited."""
 
     def reserve(self, recipients: int) -> float:
         """Count ``recipients`` from now and return 0.0, or return the seconds to wait."""
@@ -58,8 +61,9 @@ ASYNC_PACER: ContextVar[AsyncPacer | None] = ContextVar("notifymail_async_pacer"
 
 
 class _Lifecycle:
-    """What both bases share: when to open and close (see :class:`Transport`), how many
-    envelopes at once, where the throttle is counted, and the logs.
+    """What both bases share: when to open and close (see
+    [`Transport`][notifymail.Transport]), how many envelopes at once, where the throttle is
+    counted, and the logs.
     """
 
     #: True for a driver that calls ``_pace`` (or ``_apace``) itself, right before it
@@ -112,11 +116,13 @@ class _Lifecycle:
 
 
 class Transport(_Lifecycle, abc.ABC):
-    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+    """Hands envelopes to a mail system. Subclass it and implement
+    [`deliver`][notifymail.transport.base.Transport.deliver].
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
+    [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
-    a time (:attr:`concurrency` at a time, when a subclass raises it). ``open`` and
+    a time (`concurrency` at a time, when a subclass raises it). ``open`` and
     ``close`` do nothing unless overridden. ``open`` runs before the first envelope, not
     on entering a ``with`` block, so a server that is down fails the send (which a
     mailer retries), never the ``with`` statement; once open, the transport stays open
@@ -124,8 +130,7 @@ class Transport(_Lifecycle, abc.ABC):
     ``send`` and ``send_many`` call opens and closes around itself.
 
     The sending mailer's throttle is counted just before ``deliver`` runs, in its turn,
-    or, for a driver whose :attr:`paces_at_the_wire` is True, wherever it calls
-    :meth:`_pace`.
+    or, for a driver whose `paces_at_the_wire` is True, wherever it calls `_pace`.
     """
 
     _lock: threading.RLock  # open, close and the count of blocks
@@ -141,8 +146,8 @@ class Transport(_Lifecycle, abc.ABC):
     def deliver(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope.
 
-        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
-        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        Return a [`Delivery`][notifymail.Delivery], with partial refusals in ``refused``. Raise a
+        [`DeliveryError`][notifymail.DeliveryError] subclass when the envelope failed as a whole,
         including when every recipient was refused.
         """
 
@@ -150,7 +155,18 @@ class Transport(_Lifecycle, abc.ABC):
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:
-        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+        """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
+        the outermost block ends."""
+
+    def probe(self, security: Security | None = None) -> bool:
+        """Check the way to the mail system as delivering would, sending nothing.
+
+        Return True once the check passed, or False when there is nothing to check (the
+        base class); raise the [`DeliveryError`][notifymail.DeliveryError] a delivery would.
+        ``security`` asks an SMTP transport to try another security mode instead of its
+        own (what ``verify --autocorrect`` does); other transports ignore it.
+        """
+        return False
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
@@ -206,7 +222,7 @@ class Transport(_Lifecycle, abc.ABC):
     def _pace(self, recipients: int) -> None:
         """Wait until ``recipients`` more fit the sending mailer's throttle, if it has one.
 
-        A driver whose :attr:`paces_at_the_wire` is True calls it right before it writes
+        A driver whose `paces_at_the_wire` is True calls it right before it writes
         MAIL FROM, so the throttle counts what the server sees.
         """
         pacer = PACER.get()
@@ -237,13 +253,13 @@ class Transport(_Lifecycle, abc.ABC):
 
 
 class AsyncTransport(_Lifecycle, abc.ABC):
-    """Hands envelopes to a mail system from asyncio code; implement :meth:`deliver`.
+    """Hands envelopes to a mail system from asyncio code; implement `deliver`.
 
-    The twin of :class:`Transport`, with the same rules: :meth:`send`, :meth:`send_many`
-    (same contract), ``async with``, logging, lazy :meth:`open` before the first envelope
-    and :meth:`close` when the outermost block ends, :attr:`concurrency` envelopes at a
+    The twin of [`Transport`][notifymail.Transport], with the same rules: `send`, `send_many`
+    (same contract), ``async with``, logging, lazy `open` before the first envelope
+    and `close` when the outermost block ends, `concurrency` envelopes at a
     time (one unless a subclass raises it), and the throttle counted just before
-    ``deliver`` or wherever a driver that paces at the wire awaits :meth:`_apace`.
+    ``deliver`` or wherever a driver that paces at the wire awaits `_apace`.
     Creating one needs no running event loop.
     """
 
@@ -258,13 +274,15 @@ class AsyncTransport(_Lifecycle, abc.ABC):
 
     @abc.abstractmethod
     async def deliver(self, envelope: Envelope) -> Delivery:
-        """Deliver one envelope, as :meth:`Transport.deliver` does, without blocking."""
+        """Deliver one envelope, as
+        [`Transport.deliver`][notifymail.transport.base.Transport.deliver] does, without
+        blocking."""
 
     async def open(self) -> None:
         """Prepare for delivery (connect, log in). Awaited before the first envelope."""
 
     async def close(self) -> None:
-        """Release what :meth:`open` took. Awaited once, when the outermost block ends."""
+        """Release what `open` took. Awaited once, when the outermost block ends."""
 
     async def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
@@ -282,7 +300,8 @@ class AsyncTransport(_Lifecycle, abc.ABC):
                 await pacer.wait(wait)
 
     async def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
-        """Deliver envelopes in order, as :meth:`Transport.send_many` does."""
+        """Deliver envelopes in order, as
+        [`Transport.send_many`][notifymail.transport.base.Transport.send_many] does."""
         deliveries: list[Delivery] = []
         async with self, self._slot():
             for envelope in envelopes:

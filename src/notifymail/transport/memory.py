@@ -154,10 +154,10 @@ class _Recorder:
 
 
 class MemoryTransport(_Recorder, Transport):
-    """Keeps every delivered envelope in :attr:`outbox`; never opens a socket.
+    """Keeps every delivered envelope in `outbox`; never opens a socket.
 
-    ``outbox`` belongs to the instance. Script failures with :meth:`fail_next` (the next
-    envelopes raise) and :meth:`refuse` (those recipients are refused from now on).
+    ``outbox`` belongs to the instance. Script failures with `fail_next` (the next
+    envelopes raise) and `refuse` (those recipients are refused from now on).
     """
 
     @override
@@ -166,8 +166,8 @@ class MemoryTransport(_Recorder, Transport):
 
 
 class AsyncMemoryTransport(_Recorder, AsyncTransport):
-    """The asyncio twin of :class:`MemoryTransport`: the same ``outbox``, ``clear``,
-    ``fail_next`` and ``refuse``; never opens a socket.
+    """The asyncio twin of [`MemoryTransport`][notifymail.MemoryTransport]: the same
+    ``outbox``, ``clear``, ``fail_next`` and ``refuse``; never opens a socket.
 
     Each delivery yields to the event loop once, as a network transport would, so a
     notification to thousands never holds the loop for long.
