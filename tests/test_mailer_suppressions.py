@@ -1,9 +1,12 @@
-"""Mailer(..., suppressions=...) (SPEC.md section 11): suppressed addresses never reach RCPT,
-hard bounces join the list, and system mail ignores it; seen from a real SMTP server."""
+"""Mailer(..., suppressions=...) and AsyncMailer's (SPEC.md section 11): suppressed addresses
+never reach RCPT, hard bounces join the list, and system mail ignores it; seen from a real
+SMTP server. Each test runs once per facade (the ``facade`` fixture)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +15,7 @@ from typing import Any
 import pytest
 
 import notifymail as nm
+from facades import Driven, Facade
 from smtp_servers import RecordingHandler, SmtpServer
 
 HOLDERS = ("ann@example.com", "bob@example.com", "cat@example.com")
@@ -35,16 +39,19 @@ class RcptHandler(RecordingHandler):
 StartServer = Callable[..., SmtpServer]
 
 
-def mailer_for(
-    server: SmtpServer, suppressions: nm.Suppressions | None, *, bcc: bool = True
-) -> nm.Mailer:
+def mailer_for(facade: Facade, server: SmtpServer, suppressions: nm.Suppressions | None) -> Driven:
     settings = nm.EmailSettings(
         sender=nm.SenderSettings(from_address="alerts@example.com"),
         smtp=server.settings(),
-        delivery=nm.DeliverySettings(bcc_enabled=bcc, retry=nm.RetryPolicy(max_attempts=1)),
+        delivery=nm.DeliverySettings(retry=nm.RetryPolicy(max_attempts=1)),
     )
     people = nm.InMemoryDirectory(nm.Person(address) for address in HOLDERS)
-    return nm.Mailer(settings, directory=people, suppressions=suppressions)
+    return facade.mailer(
+        settings,
+        transport=nm.SmtpTransport(server.settings()),
+        directory=people,
+        suppressions=suppressions,
+    )
 
 
 def alert(*recipients: str) -> nm.Notification:
@@ -56,13 +63,15 @@ def rcpt_server(smtp_server: StartServer, **refuse: str) -> tuple[SmtpServer, Rc
     return smtp_server(handler=handler), handler
 
 
-def test_suppressed_addresses_never_reach_the_servers_rcpt(smtp_server: StartServer) -> None:
+def test_suppressed_addresses_never_reach_the_servers_rcpt(
+    facade: Facade, smtp_server: StartServer
+) -> None:
     server, handler = rcpt_server(smtp_server)
     suppressions = nm.InMemorySuppressions()
     suppressions.add("ANN@example.com", "unsubscribed")
     suppressions.add("dee@partner.example", "unsubscribed")
 
-    report = mailer_for(server, suppressions).notify(alert(*HOLDERS, *OUTSIDERS))
+    report = mailer_for(facade, server, suppressions).notify(alert(*HOLDERS, *OUTSIDERS))
 
     assert "ann@example.com" not in handler.rcpt_to
     assert "dee@partner.example" not in handler.rcpt_to
@@ -73,13 +82,16 @@ def test_suppressed_addresses_never_reach_the_servers_rcpt(smtp_server: StartSer
 
 
 def test_a_notification_to_suppressed_addresses_only_opens_no_connection(
+    facade: Facade,
     smtp_server: StartServer,
 ) -> None:
     server, handler = rcpt_server(smtp_server)
     suppressions = nm.InMemorySuppressions()
     suppressions.add("ann@example.com", "unsubscribed")
 
-    report = mailer_for(server, suppressions).notify(alert("Ann@Example.com", "ann@example.com"))
+    report = mailer_for(facade, server, suppressions).notify(
+        alert("Ann@Example.com", "ann@example.com")
+    )
 
     assert handler.connections == 0
     assert handler.commands == []
@@ -89,11 +101,12 @@ def test_a_notification_to_suppressed_addresses_only_opens_no_connection(
 
 
 def test_a_refusal_with_status_5_1_1_adds_the_address_as_a_hard_bounce(
+    facade: Facade,
     smtp_server: StartServer,
 ) -> None:
     server, handler = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
     suppressions = nm.InMemorySuppressions()
-    mailer = mailer_for(server, suppressions)
+    mailer = mailer_for(facade, server, suppressions)
 
     first = mailer.notify(alert("ann@example.com", "gone@example.com"))
     handler.rcpt_to.clear()
@@ -116,33 +129,38 @@ def test_a_refusal_with_status_5_1_1_adds_the_address_as_a_hard_bounce(
         "553 5.1.3 Bad destination address syntax",
     ],
 )
-def test_other_refusals_leave_the_list_alone(smtp_server: StartServer, reply: str) -> None:
+def test_other_refusals_leave_the_list_alone(
+    facade: Facade, smtp_server: StartServer, reply: str
+) -> None:
     server, _ = rcpt_server(smtp_server, **{"gone@example.com": reply})
     suppressions = nm.InMemorySuppressions()
 
-    report = mailer_for(server, suppressions).notify(alert("ann@example.com", "gone@example.com"))
+    report = mailer_for(facade, server, suppressions).notify(
+        alert("ann@example.com", "gone@example.com")
+    )
 
     assert "gone@example.com" in report.refused
     assert not suppressions.is_suppressed("gone@example.com")
 
 
 def test_a_hard_bounce_of_an_envelope_refused_whole_is_recorded(
+    facade: Facade,
     smtp_server: StartServer,
 ) -> None:
     server, _ = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
     suppressions = nm.InMemorySuppressions()
 
-    report = mailer_for(server, suppressions).notify(alert("gone@example.com"))
+    report = mailer_for(facade, server, suppressions).notify(alert("gone@example.com"))
 
     assert "gone@example.com" in report.refused
     assert suppressions.reason("gone@example.com") == "hard bounce"
 
 
-def test_send_ignores_the_suppression_list(smtp_server: StartServer) -> None:
+def test_send_ignores_the_suppression_list(facade: Facade, smtp_server: StartServer) -> None:
     server, handler = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
     suppressions = nm.InMemorySuppressions()
     suppressions.add("ann@example.com", "unsubscribed")
-    mailer = mailer_for(server, suppressions)
+    mailer = mailer_for(facade, server, suppressions)
 
     report = mailer.send(
         nm.Message(["ann@example.com", "gone@example.com"], "Reset your password", text="Here.")
@@ -155,6 +173,7 @@ def test_send_ignores_the_suppression_list(smtp_server: StartServer) -> None:
 
 
 def test_every_recipient_is_in_exactly_one_of_the_four_buckets(
+    facade: Facade,
     smtp_server: StartServer,
 ) -> None:
     server, handler = rcpt_server(smtp_server, **{"bob@example.com": NO_SUCH_USER})
@@ -165,7 +184,7 @@ def test_every_recipient_is_in_exactly_one_of_the_four_buckets(
     suppressions.add("cat@example.com", "unsubscribed")
     everyone = (*HOLDERS, *OUTSIDERS)
 
-    report = mailer_for(server, suppressions).notify(alert(*everyone))
+    report = mailer_for(facade, server, suppressions).notify(alert(*everyone))
 
     buckets = [set(report.accepted), set(report.refused), set(report.failed)]
     buckets.append(set(report.suppressed))
@@ -178,7 +197,7 @@ def test_every_recipient_is_in_exactly_one_of_the_four_buckets(
     assert sum(len(bucket) for bucket in buckets) == len(everyone)
 
 
-def test_the_list_is_asked_once_per_address() -> None:
+def test_the_list_is_asked_once_per_address(facade: Facade) -> None:
     asked: list[str] = []
 
     class CountingSuppressions(nm.InMemorySuppressions):
@@ -188,7 +207,7 @@ def test_the_list_is_asked_once_per_address() -> None:
 
     transport = nm.MemoryTransport()
     settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
-    mailer = nm.Mailer(settings, transport=transport, suppressions=CountingSuppressions())
+    mailer = facade.mailer(settings, transport=transport, suppressions=CountingSuppressions())
 
     mailer.notify(alert("ann@example.com", "Ann@example.com", "bob@example.com"))
 
@@ -200,14 +219,14 @@ def test_the_list_is_asked_once_per_address() -> None:
 
 
 def test_a_list_that_cannot_be_written_is_logged_and_the_report_still_returned(
-    smtp_server: StartServer, caplog: pytest.LogCaptureFixture
+    facade: Facade, smtp_server: StartServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     class ReadOnlySuppressions(nm.InMemorySuppressions):
         def add(self, address: str, reason: str) -> None:
             raise OSError("read-only file system")
 
     server, _ = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
-    mailer = mailer_for(server, ReadOnlySuppressions())
+    mailer = mailer_for(facade, server, ReadOnlySuppressions())
 
     with caplog.at_level(logging.WARNING, logger="notifymail"):
         report = mailer.notify(alert("ann@example.com", "gone@example.com"))
@@ -221,12 +240,12 @@ def test_a_list_that_cannot_be_written_is_logged_and_the_report_still_returned(
 
 
 def test_an_sqlite_list_shared_by_two_mailers_stops_mail_at_once(
-    smtp_server: StartServer, tmp_path: Path
+    facade: Facade, smtp_server: StartServer, tmp_path: Path
 ) -> None:
     server, handler = rcpt_server(smtp_server)
     path = tmp_path / "mail.db"
     with nm.SqliteSuppressions(path) as web, nm.SqliteSuppressions(path) as worker:
-        mailer = mailer_for(server, worker)
+        mailer = mailer_for(facade, server, worker)
         web.add("bob@example.com", "unsubscribed from alerts")  # the unsubscribe endpoint
 
         report = mailer.notify(alert(*HOLDERS))
@@ -236,12 +255,40 @@ def test_an_sqlite_list_shared_by_two_mailers_stops_mail_at_once(
     assert sorted(handler.rcpt_to) == ["ann@example.com", "cat@example.com"]
 
 
-def test_without_a_list_nothing_is_suppressed(smtp_server: StartServer) -> None:
+def test_without_a_list_nothing_is_suppressed(facade: Facade, smtp_server: StartServer) -> None:
     server, handler = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
-    mailer = mailer_for(server, None)
+    mailer = mailer_for(facade, server, None)
 
     report = mailer.notify(alert("ann@example.com", "gone@example.com"))
 
-    assert mailer.suppressions is None
+    assert mailer.mailer.suppressions is None
     assert report.suppressed == ()
     assert handler.rcpt_to == ["ann@example.com", "gone@example.com"]
+
+
+def test_the_async_mailer_reads_and_writes_the_list_off_the_event_loop() -> None:
+    calls: list[tuple[str, threading.Thread]] = []
+
+    class RecordingSuppressions(nm.InMemorySuppressions):
+        def is_suppressed(self, address: str) -> bool:
+            calls.append(("is_suppressed", threading.current_thread()))
+            return super().is_suppressed(address)
+
+        def add(self, address: str, reason: str) -> None:
+            calls.append(("add", threading.current_thread()))
+            super().add(address, reason)
+
+    async def notify() -> threading.Thread:
+        transport = nm.AsyncMemoryTransport()
+        transport.refuse("gone@example.com", reply=nm.Reply(550, "5.1.1 No such user"))
+        settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
+        mailer = nm.AsyncMailer(
+            settings, transport=transport, suppressions=RecordingSuppressions()
+        )
+        await mailer.notify(alert("ann@example.com", "gone@example.com"))
+        return threading.current_thread()
+
+    loop_thread = asyncio.run(notify())
+
+    assert [name for name, _ in calls] == ["is_suppressed", "is_suppressed", "add"]
+    assert all(thread is not loop_thread for _, thread in calls)

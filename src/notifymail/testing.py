@@ -1,10 +1,11 @@
 """A pytest plugin, so a host application's tests see what would have been sent.
 
 Registered through the ``pytest11`` entry point, it gives every test a fresh
-``mail_outbox`` and a ``mailer`` wired to it; no test ever monkeypatches smtplib.
-Override ``notifymail_settings``, ``notifymail_directory`` or ``notifymail_suppressions``
-in a host's ``conftest.py`` to test with its own settings, people and suppression list.
-The ``mailer`` runs on a fake clock, so retries and the throttle cost a test no real time.
+``mail_outbox`` and a ``mailer`` (and an ``async_mailer`` for asyncio code) wired to it;
+no test ever monkeypatches smtplib. Override ``notifymail_settings``,
+``notifymail_directory`` or ``notifymail_suppressions`` in a host's ``conftest.py`` to
+test with its own settings, people and suppression list. Both mailers run on a fake
+clock, so retries and the throttle cost a test no real time.
 """
 
 from __future__ import annotations
@@ -13,15 +14,17 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from notifymail.mailer import Mailer
+from notifymail.mailer import AsyncMailer, Mailer
 from notifymail.policy import Directory, InMemoryDirectory
 from notifymail.settings import EmailSettings, SenderSettings
-from notifymail.transport.memory import MemoryTransport, Sent
+from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
 
 if TYPE_CHECKING:
     from notifymail.suppressions import Suppressions
 
 __all__ = [
+    "async_mail_transport",
+    "async_mailer",
     "mail_outbox",
     "mail_transport",
     "mailer",
@@ -43,6 +46,9 @@ class _FakeClock:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
+    async def asleep(self, seconds: float) -> None:
+        self.now += seconds
+
 
 @pytest.fixture
 def notifymail_settings() -> EmailSettings:
@@ -58,7 +64,7 @@ def notifymail_directory() -> Directory:
 
 @pytest.fixture
 def notifymail_suppressions() -> Suppressions | None:
-    """The ``mailer``'s suppression list: none; return an ``InMemorySuppressions`` to test one."""
+    """The mailers' suppression list: none; return an ``InMemorySuppressions`` to test one."""
     return None
 
 
@@ -93,4 +99,35 @@ def mailer(
         suppressions=notifymail_suppressions,
         clock=clock,
         sleep=clock.sleep,
+    )
+
+
+@pytest.fixture
+def async_mail_transport(mail_outbox: list[Sent]) -> AsyncMemoryTransport:
+    """A fresh [`AsyncMemoryTransport`][notifymail.AsyncMemoryTransport] whose outbox is
+    ``mail_outbox``."""
+    transport = AsyncMemoryTransport()
+    transport.outbox = mail_outbox  # one outbox, whichever mailer a test uses
+    return transport
+
+
+@pytest.fixture
+def async_mailer(
+    notifymail_settings: EmailSettings,
+    notifymail_directory: Directory,
+    notifymail_suppressions: Suppressions | None,
+    async_mail_transport: AsyncMemoryTransport,
+) -> AsyncMailer:
+    """An [`AsyncMailer`][notifymail.AsyncMailer] on ``async_mail_transport``, on a fake clock.
+
+    Creating it needs no running event loop; await its methods in the test's own loop.
+    """
+    clock = _FakeClock()
+    return AsyncMailer(
+        notifymail_settings,
+        transport=async_mail_transport,
+        directory=notifymail_directory,
+        suppressions=notifymail_suppressions,
+        clock=clock,
+        sleep=clock.asleep,
     )
