@@ -26,6 +26,8 @@ SPEC_NAMES = {
     # section 4: the facade
     "Mailer", "Message", "Notification", "Attachment", "DeliveryReport", "VerifyResult",
     "verify_smtp",
+    # section 9: the outbox
+    "Outbox", "SqliteOutbox", "Queued", "OutboxStatus", "DeadMail",
 }  # fmt: skip
 
 
@@ -51,7 +53,15 @@ def test_exported_members_say_where_they_live() -> None:
 
 
 def test_submodules_list_their_public_names() -> None:
-    for module_name in ("errors", "settings", "policy", "message", "mailer", "verify"):
+    for module_name in (
+        "errors",
+        "settings",
+        "policy",
+        "message",
+        "mailer",
+        "verify",
+        "outbox",
+    ):
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), (module_name, name)

@@ -53,6 +53,7 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.outbox import DeadMail, Outbox, OutboxStatus, Queued, SqliteOutbox
     from notifymail.transport.base import Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import MemoryTransport, Sent
@@ -66,6 +67,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
+    "DeadMail": "notifymail.outbox",
     "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
     "Envelope": "notifymail.values",
@@ -73,9 +75,13 @@ _LAZY = {
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
     "Notification": "notifymail.message",
+    "Outbox": "notifymail.outbox",
+    "OutboxStatus": "notifymail.outbox",
+    "Queued": "notifymail.outbox",
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
+    "SqliteOutbox": "notifymail.outbox",
     "Transport": "notifymail.transport.base",
     "VerifyResult": "notifymail.verify",
     "verify_smtp": "notifymail.verify",
@@ -89,6 +95,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ConsoleTransport",
+    "DeadMail",
     "Delivery",
     "DeliveryError",
     "DeliveryReport",
@@ -108,10 +115,13 @@ __all__ = [
     "Message",
     "Notification",
     "NotifymailError",
+    "Outbox",
+    "OutboxStatus",
     "PermanentFailure",
     "PermissionDenied",
     "Person",
     "Plan",
+    "Queued",
     "RecipientNotAllowed",
     "RecipientPolicy",
     "Reply",
@@ -122,6 +132,7 @@ __all__ = [
     "Sent",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteOutbox",
     "SuggestionMode",
     "TemporaryFailure",
     "TlsError",
