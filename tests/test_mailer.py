@@ -9,7 +9,7 @@ from collections.abc import Iterable, Mapping
 import pytest
 
 import notifymail as nm
-from notifymail.mailer import _Throttle
+from notifymail._delivery import Throttle
 from notifymail.transport.memory import MemoryTransport
 
 HOLDERS = ("ann@example.com", "bob@example.com", "cat@example.com")
@@ -392,11 +392,16 @@ def test_throttle_holds_across_threads() -> None:
 
 def test_throttle_waits_for_an_empty_window_for_a_batch_above_the_rate() -> None:
     clock = FakeClock()
-    throttle = _Throttle(3, clock, clock.sleep)
-    throttle.admit(1)
-    throttle.admit(5)
+    throttle = Throttle(3)
+
+    def admit(recipients: int) -> None:
+        while (wait := throttle.reserve(recipients, clock)) > 0:
+            clock.sleep(wait)
+
+    admit(1)
+    admit(5)
     assert clock.now == pytest.approx(1.0)
-    throttle.admit(1)
+    admit(1)
     assert clock.now == pytest.approx(2.0)
 
 

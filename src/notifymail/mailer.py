@@ -4,17 +4,22 @@ hands over (transport), retrying and pacing the hand-over, and does nothing else
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
+from collections.abc import Callable, Iterable
+from types import TracebackType
 from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
+from notifymail._delivery import (
+    DeliveryReport,
+    Handed,
+    Tally,
+    Throttle,
+    hand_over,
+    log_summary,
+    send_report,
+)
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification, compose, compose_notification
 from notifymail.policy import (
@@ -26,99 +31,13 @@ from notifymail.policy import (
     suggest_recipients,
 )
 from notifymail.transport.base import Transport
-from notifymail.values import Delivery, Envelope, Reply
+from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
     from notifymail.settings import EmailSettings
     from notifymail.verify import VerifyResult
 
 __all__ = ["DeliveryReport", "Mailer"]
-
-logger = logging.getLogger("notifymail.mailer")
-
-_WINDOW = 1.0  # seconds: the throttle's window
-# A wait rounded down to nothing would spin; a clock that has not yet reached the end
-# of the window by a rounding error is simply asked to sleep a microsecond more.
-_MIN_WAIT = 1e-6
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """What happened to every recipient of a ``send`` or ``notify``.
-
-    Each recipient is in exactly one of ``accepted``, ``refused`` (the server said no to
-    that recipient, with its last reply) and ``failed`` (never handed over: connection,
-    TLS, authentication, or retries exhausted). ``deliveries`` lists every envelope the
-    server took, retries included, in order.
-    """
-
-    deliveries: tuple[Delivery, ...] = ()
-    accepted: tuple[str, ...] = ()
-    refused: Mapping[str, Reply] = field(default_factory=dict)
-    failed: Mapping[str, DeliveryError] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "deliveries", tuple(self.deliveries))
-        object.__setattr__(self, "accepted", tuple(self.accepted))
-        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
-        object.__setattr__(self, "failed", MappingProxyType(dict(self.failed)))
-
-    @property
-    def ok(self) -> bool:
-        """True when every recipient accepted the message."""
-        return not self.refused and not self.failed
-
-
-@dataclass
-class _Tally:
-    """A report being filled in while envelopes are handed over."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-    accepted: dict[str, None] = field(default_factory=dict)
-    refused: dict[str, Reply] = field(default_factory=dict)
-    failed: dict[str, DeliveryError] = field(default_factory=dict)
-
-    def report(self) -> DeliveryReport:
-        return DeliveryReport(
-            deliveries=tuple(self.deliveries),
-            accepted=tuple(self.accepted),
-            refused=self.refused,
-            failed=self.failed,
-        )
-
-
-class _Throttle:
-    """Admits at most ``rate`` recipients in any one-second window, across threads.
-
-    It waits, never fails. Recipients count from the moment they are admitted. A batch
-    larger than ``rate`` is admitted alone, once the window is empty, rather than never.
-    The lock is released while sleeping, so waiting threads do not block each other's
-    bookkeeping.
-    """
-
-    def __init__(
-        self, rate: int, clock: Callable[[], float], sleep: Callable[[float], object]
-    ) -> None:
-        self._rate = rate
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._admitted: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
-        self._in_window = 0
-
-    def admit(self, recipients: int) -> None:
-        """Return once ``recipients`` more fit in the current one-second window."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._admitted and self._admitted[0][0] <= now:
-                    self._in_window -= self._admitted.popleft()[1]
-                if not self._admitted or self._in_window + recipients <= self._rate:
-                    self._admitted.append((now + _WINDOW, recipients))
-                    self._in_window += recipients
-                    return
-                wait = self._admitted[0][0] - now
-            self._sleep(max(wait, _MIN_WAIT))
 
 
 class Mailer:
@@ -144,9 +63,10 @@ class Mailer:
         self.settings = settings
         self.transport = transport if transport is not None else _smtp_transport(settings)
         self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self._clock = clock
         self._sleep = sleep
         rate = settings.delivery.max_recipients_per_second
-        self._throttle = None if rate is None else _Throttle(rate, clock, sleep)
+        self._throttle = None if rate is None else Throttle(rate)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transport={type(self.transport).__name__})"
@@ -171,12 +91,8 @@ class Mailer:
         :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
-        tally = _Tally()
         with self:  # one connection for the retries too
-            error = self._hand_over(envelope, tally)
-        if error is not None and not tally.accepted:
-            raise error
-        return tally.report()
+            return send_report(self._hand_over(envelope))
 
     def notify(self, notification: Notification) -> DeliveryReport:
         """Send an alert or subscription to its recipients, batched by the delivery policy.
@@ -189,18 +105,13 @@ class Mailer:
         """
         batches = plan_delivery(notification.recipients, self.directory, self.settings)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = _Tally()
+        tally = Tally()
         with self:  # one connection for every envelope, even outside the host's block
             for envelope in envelopes:
-                self._hand_over(envelope, tally)
-        logger.info(
-            "notify: %d envelope(s), %d accepted, %d refused, %d failed",
-            len(envelopes),
-            len(tally.accepted),
-            len(tally.refused),
-            len(tally.failed),
-        )
-        return tally.report()
+                tally.add(self._hand_over(envelope))
+        report = tally.report()
+        log_summary(len(envelopes), report)
+        return report
 
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
@@ -243,49 +154,33 @@ class Mailer:
         context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
         return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
 
-    def _hand_over(self, envelope: Envelope, tally: _Tally) -> DeliveryError | None:
-        """Deliver one envelope with retries, record the outcome in ``tally``.
-
-        Only recipients that have not accepted are ever tried again: the whole envelope
-        after a retryable error, the recipients alone after a 4xx refusal. Returns the
-        last error when no recipient of a try accepted, else None.
-        """
-        retry = self.settings.delivery.retry
-        pending = envelope
-        attempt = 1
+    def _hand_over(self, envelope: Envelope) -> Handed:
+        """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry)
+        step = next(plan)
         while True:
-            if self._throttle is not None:
-                self._throttle.admit(len(pending.recipients))
-            error: DeliveryError | None = None
+            if step.wait:
+                self._sleep(step.wait)
             try:
-                delivery = self.transport.send(pending)
-            except DeliveryError as raised:
-                error = raised
-                if not error.refused:  # the envelope as a whole failed
-                    if error.retryable and attempt < retry.max_attempts:
-                        logger.debug("attempt %d failed, will retry: %s", attempt, error)
-                        self._sleep(retry.delay(attempt))
-                        attempt += 1
-                        continue
-                    tally.failed.update(dict.fromkeys(pending.recipients, error))
-                    return error
-                # The server refused every recipient: the same as a delivery to no one.
-                delivery = Delivery(pending.message_id, accepted=(), refused=error.refused)
-            else:
-                tally.deliveries.append(delivery)
-            tally.accepted.update(dict.fromkeys(delivery.accepted))
-            tally.refused.update(delivery.refused)
-            again = tuple(
-                address for address, reply in delivery.refused.items() if reply.is_transient
-            )
-            if not again or attempt >= retry.max_attempts:
-                return error
-            for address in again:
-                del tally.refused[address]
-            logger.debug("attempt %d: %d recipient(s) refused for now", attempt, len(again))
-            pending = envelope.with_recipients(again)
-            self._sleep(retry.delay(attempt))
-            attempt += 1
+                step = plan.send(self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once: the throttle applies, no retry.
+
+        Returns the transport's :class:`~notifymail.DeliveryError` instead of raising it.
+        Outside a ``with`` block of the mailer, the transport opens and closes around it.
+        """
+        if self._throttle is not None:
+            recipients = len(envelope.recipients)
+            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
+                self._sleep(wait)
+        try:
+            return self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
 
 
 def _no_server() -> ConfigError:
