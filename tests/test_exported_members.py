@@ -27,7 +27,7 @@ SPEC_NAMES = {
     "Mailer", "Message", "Notification", "Attachment", "DeliveryReport", "VerifyResult",
     "verify_smtp",
     # section 9: the outbox
-    "Outbox", "SqliteOutbox", "Queued", "OutboxStatus", "DeadMail",
+    "Outbox", "SqliteOutbox", "Queued", "OutboxStatus", "DeadMail", "OutboxWorker",
 }  # fmt: skip
 
 
@@ -61,6 +61,7 @@ def test_submodules_list_their_public_names() -> None:
         "mailer",
         "verify",
         "outbox",
+        "worker",
     ):
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:

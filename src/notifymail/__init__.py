@@ -60,6 +60,7 @@ if TYPE_CHECKING:
     from notifymail.transport.smtp import SmtpTransport
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
+    from notifymail.worker import OutboxWorker
 
 __version__ = "0.1.0"
 
@@ -77,6 +78,7 @@ _LAZY = {
     "Notification": "notifymail.message",
     "Outbox": "notifymail.outbox",
     "OutboxStatus": "notifymail.outbox",
+    "OutboxWorker": "notifymail.worker",
     "Queued": "notifymail.outbox",
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
@@ -117,6 +119,7 @@ __all__ = [
     "NotifymailError",
     "Outbox",
     "OutboxStatus",
+    "OutboxWorker",
     "PermanentFailure",
     "PermissionDenied",
     "Person",

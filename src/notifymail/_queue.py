@@ -13,7 +13,7 @@ import random as _random
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from notifymail.errors import DeliveryError
@@ -102,6 +102,7 @@ class Settled:
         object.__setattr__(self, "failed", MappingProxyType(dict(self.failed)))
 
 
+@runtime_checkable
 class DeliveryQueue(Outbox, Protocol):
     """An outbox that workers claim envelopes from, one lease per envelope."""
 

@@ -4,7 +4,9 @@ hands over (transport), retrying and pacing the hand-over, and does nothing else
 
 from __future__ import annotations
 
+import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -20,7 +22,8 @@ from notifymail._delivery import (
     log_summary,
     send_report,
 )
-from notifymail.errors import ConfigError, DeliveryError
+from notifymail._queue import Claim, DeliveryQueue, Outbox, Queued, Settled
+from notifymail.errors import ConfigError, ConnectionFailed, DeliveryError
 from notifymail.message import Message, Notification, compose, compose_notification
 from notifymail.policy import (
     Directory,
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DeliveryReport", "Mailer"]
 
+logger = logging.getLogger("notifymail.mailer")
+
 
 class Mailer:
     """Sends system mail and notifications for a host application.
@@ -46,6 +51,8 @@ class Mailer:
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
     outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
+    ``outbox`` (a :class:`~notifymail.SqliteOutbox`, say) is where :meth:`enqueue` keeps
+    mail for :meth:`deliver_queued` to deliver.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -59,10 +66,12 @@ class Mailer:
         directory: Directory | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        outbox: Outbox | None = None,
     ) -> None:
         self.settings = settings
         self.transport = transport if transport is not None else _smtp_transport(settings)
         self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self.outbox = outbox
         self._clock = clock
         self._sleep = sleep
         rate = settings.delivery.max_recipients_per_second
@@ -103,8 +112,7 @@ class Mailer:
         what failed is in the report. An invalid address or header raises
         :class:`~notifymail.InvalidMessage` before anything is sent.
         """
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
-        envelopes = compose_notification(notification, self.settings.active_sender, batches)
+        envelopes = self._compose_notification(notification)
         tally = Tally()
         with self:  # one connection for every envelope, even outside the host's block
             for envelope in envelopes:
@@ -112,6 +120,88 @@ class Mailer:
         report = tally.report()
         log_summary(len(envelopes), report)
         return report
+
+    def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose ``item`` and store its envelopes in the outbox, for a worker to deliver.
+
+        The delivery policy and composition run here, so an invalid item raises
+        :class:`~notifymail.InvalidMessage` and stores nothing. Every envelope is stored,
+        or none. A ``key`` enqueued before stores nothing and returns the first record
+        with ``new=False``, so a host's retried request never sends twice; without a
+        key, a fresh unique one is made.
+        """
+        outbox = self._outbox()
+        if isinstance(item, Message):
+            envelopes = [compose(item, self.settings.active_sender)]
+        elif isinstance(item, Notification):
+            envelopes = self._compose_notification(item)
+        else:
+            raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
+        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+
+    def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver envelopes that are due in the outbox, at most ``limit`` of them.
+
+        Each envelope is claimed under a lease (no other worker gets it), tried once
+        through this mailer's transport and throttle, and its outcome committed before
+        the next envelope is sent. The outbox decides what comes next: accepted and
+        5xx-refused recipients are done, retryable failures wait by its backoff, and
+        recipients past ``max_lifetime`` are dead. While the server is unreachable (no
+        connection, or 421) the rest of the batch is deferred unsent, as Postfix does.
+
+        Returns what happened in this call: ``accepted``, ``refused`` (final) and
+        ``failed`` (dead); recipients deferred for a later attempt are in none of them.
+        """
+        queue = self._outbox()
+        if not isinstance(queue, DeliveryQueue):
+            raise ConfigError(
+                f"outbox: deliver_queued needs an outbox that workers claim from, such as"
+                f" SqliteOutbox; {type(queue).__name__} is delivered by its own workers",
+                field="outbox",
+            )
+        if limit is not None and limit < 0:
+            raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
+        tally = Tally()
+        attempted = 0
+        with self:  # one connection for the whole call
+            while limit is None or attempted < limit:
+                claims = queue.claim(_CLAIM if limit is None else min(_CLAIM, limit - attempted))
+                if not claims:
+                    break
+                attempted += len(claims)
+                if self._deliver_claims(queue, claims, tally):
+                    break
+        return tally.report()
+
+    def _deliver_claims(self, queue: DeliveryQueue, claims: list[Claim], tally: Tally) -> bool:
+        """Deliver claimed envelopes one by one, each outcome committed before the next.
+
+        Returns True when the server turned out to be unavailable: the claims not yet
+        sent are then deferred with that error, without a try of their own.
+        """
+        unsettled = list(reversed(claims))
+        try:
+            while unsettled:
+                claim = unsettled[-1]
+                if not queue.holds(claim):  # another worker took it over
+                    unsettled.pop()
+                    continue
+                result = self._attempt(claim.envelope)
+                tally.add(_handed(queue.settle(claim, result), result))
+                unsettled.pop()
+                if isinstance(result, DeliveryError) and _server_unavailable(result):
+                    logger.info(
+                        "outbox: the server is unavailable (%s); %d envelope(s) deferred",
+                        result,
+                        len(unsettled),
+                    )
+                    while unsettled:
+                        tally.add(_handed(queue.settle(unsettled[-1], result), result))
+                        unsettled.pop()
+                    return True
+        finally:
+            queue.release(unsettled)
+        return False
 
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
@@ -154,6 +244,18 @@ class Mailer:
         context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
         return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
 
+    def _compose_notification(self, notification: Notification) -> list[Envelope]:
+        batches = plan_delivery(notification.recipients, self.directory, self.settings)
+        return compose_notification(notification, self.settings.active_sender, batches)
+
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
+            raise ConfigError(
+                "outbox: this mailer has no outbox; pass Mailer(..., outbox=SqliteOutbox(path))",
+                field="outbox",
+            )
+        return self.outbox
+
     def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry)
@@ -181,6 +283,28 @@ class Mailer:
             return self.transport.send(envelope)
         except DeliveryError as error:
             return error
+
+
+_CLAIM = 50  # envelopes claimed at a time by deliver_queued
+
+
+def _server_unavailable(error: DeliveryError) -> bool:
+    """Whether ``error`` says the server, not this envelope, is the trouble."""
+    if error.refused or not error.retryable:
+        return False
+    return isinstance(error, ConnectionFailed) or (
+        error.reply is not None and error.reply.code == 421
+    )
+
+
+def _handed(settled: Settled, result: Delivery | DeliveryError) -> Handed:
+    return Handed(
+        deliveries=(result,) if isinstance(result, Delivery) else (),
+        accepted=settled.accepted,
+        refused=settled.refused,
+        failed=settled.failed,
+        error=None,
+    )
 
 
 def _no_server() -> ConfigError:
