@@ -24,10 +24,12 @@ from notifymail._address import (
     normalize_address,
     wire_address,
 )
-from notifymail.settings import ENV_VARIABLES
+from notifymail._table import ROWS
 from notifymail.transport.memory import read_back
 from smtp_servers import FaultyServer
 
+# Every variable that sets a settings field, and the field it sets.
+ENV_VARIABLES = {row.variable: row.path for row in ROWS if row.path is not None}
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 # Pieces that break naive parsers and serialisers: line breaks of every kind, header and

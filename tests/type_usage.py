@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import dataclasses
 
+from celery import Celery
+
 import notifymail as nm
+from notifymail.celery import CeleryOutbox, CeleryStatus, register
 
 
 def settings_from_code() -> nm.EmailSettings:
@@ -114,3 +117,13 @@ def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
     with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
         transport.send_many([])
     return result.security
+
+
+def celery_usage(app: Celery, settings: nm.EmailSettings, envelopes: list[nm.Envelope]) -> int:
+    task = register(app, lambda: nm.Mailer(settings))
+    assert task.name
+    outbox = CeleryOutbox(app, redis_url="redis://localhost:6379/0", queue="mail", lease=60.0)
+    queued = outbox.enqueue(envelopes, key="run-1")
+    status: CeleryStatus = outbox.status(queued.key)
+    outbox.close()
+    return status.pending if queued.new else status.accepted + status.refused + status.failed

@@ -5,7 +5,7 @@ through one check, recipients travel only in the envelope, and a hidden batch's 
 name no one. A notification's body (alternatives, inline images, attachments) is built
 once and shared by every envelope; only the top-level headers differ between them.
 
-It is kept apart from :mod:`notifymail.message` because it needs the email package,
+It is kept apart from `notifymail.message` because it needs the email package,
 which costs more start-up time than the rest of notifymail: it is imported on first use.
 """
 
@@ -399,7 +399,7 @@ class _Headers:
         )
 
     def wire(self, message: EmailMessage, utf8: bool) -> bytes:
-        """``message.as_bytes(policy=SMTP or SMTPUTF8)`` for a message of :meth:`envelope`."""
+        """``message.as_bytes(policy=SMTP or SMTPUTF8)`` for a message of `envelope`."""
         wire_policy = _wire_policy(utf8)
         folded = self._folded
         lines = []
@@ -421,7 +421,7 @@ class _Headers:
 
 
 def compose_message(message: Message, sender: SenderSettings) -> Envelope:
-    """:func:`notifymail.message.compose`."""
+    """`notifymail.message.compose`."""
     body = _body(message)
     headers = _Headers(message, sender, message.reply_to or sender.reply_to, body)
     to = message.to if message.to or message.cc else None
@@ -431,7 +431,7 @@ def compose_message(message: Message, sender: SenderSettings) -> Envelope:
 def compose_batches(
     notification: Notification, sender: SenderSettings, batches: Sequence[_Batch]
 ) -> list[Envelope]:
-    """:func:`notifymail.message.compose_notification`."""
+    """`notifymail.message.compose_notification`."""
     headers = _Headers(notification, sender, sender.reply_to, _body(notification))
     envelopes = []
     for batch in batches:

@@ -2,9 +2,10 @@
 
 Handing an envelope over (retries, which recipients to try again), the throttle's
 bookkeeping and the report are decisions, not I/O, so they live here without a socket,
-a clock or a sleep: :func:`hand_over` is a generator that yields what to do next
-(:class:`Attempt`: wait this long, then send this envelope) and is sent what the
-transport said (a :class:`Delivery` or the :class:`DeliveryError`); :class:`Throttle`
+a clock or a sleep: `hand_over` is a generator that yields what to do next
+(`Attempt`: wait this long, then send this envelope) and is sent what the
+transport said (a [`Delivery`][notifymail.Delivery] or the
+[`DeliveryError`][notifymail.DeliveryError]); `Throttle`
 is told the time and answers how long to wait. ``Mailer`` drives them with blocking
 calls and ``AsyncMailer`` with ``await``, so neither holds a copy of the rules.
 """
@@ -74,7 +75,7 @@ class DeliveryReport:
 
 @dataclass(frozen=True, slots=True)
 class Attempt:
-    """An instruction of :func:`hand_over`: wait ``wait`` seconds, then send ``envelope``."""
+    """An instruction of `hand_over`: wait ``wait`` seconds, then send ``envelope``."""
 
     envelope: Envelope
     wait: float = 0.0
@@ -82,7 +83,7 @@ class Attempt:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Handed:
-    """What became of one envelope's recipients once :func:`hand_over` is done with it.
+    """What became of one envelope's recipients once `hand_over` is done with it.
 
     ``error`` is the last error when no recipient of the last attempt accepted, else None.
     """

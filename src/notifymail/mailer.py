@@ -97,7 +97,7 @@ class Mailer:
         """Send system mail (a password reset, an invitation) as one envelope.
 
         Retryable errors are retried; partial refusals come back in the report. Raises the
-        :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
+        [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
         with self:  # one connection for the retries too
@@ -108,9 +108,9 @@ class Mailer:
 
         The body is composed once. Each envelope waits for the throttle, and retryable
         errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises :class:`~notifymail.DeliveryError`:
+        recipient that already accepted. Never raises [`DeliveryError`][notifymail.DeliveryError]:
         what failed is in the report. An invalid address or header raises
-        :class:`~notifymail.InvalidMessage` before anything is sent.
+        [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
         envelopes = self._compose_notification(notification)
         tally = Tally()
@@ -206,13 +206,15 @@ class Mailer:
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
     ) -> None:
-        """:func:`notifymail.policy.check_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
+        settings, directory."""
         check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
 
     def suggest_recipients(
         self, viewer: Person, *, everyone_group: str | None = None
     ) -> list[Person]:
-        """:func:`notifymail.policy.suggest_recipients` with this mailer's settings, directory."""
+        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
+        mailer's settings, directory."""
         return suggest_recipients(
             viewer, self.directory, self.settings, everyone_group=everyone_group
         )
@@ -231,18 +233,17 @@ class Mailer:
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
-        the transport is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.Transport.probe]), so a private CA or an OAuth2 token
+        given to it counts here too; otherwise through an SMTP transport for the settings.
         """
-        from notifymail.transport.smtp import SmtpTransport
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_smtp, verify_transport
 
         smtp = self.settings.active_smtp
         if smtp is None:
             raise _no_server()
-        transport = self.transport
-        context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
-        return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
+        result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
+        return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
     def _compose_notification(self, notification: Notification) -> list[Envelope]:
         batches = plan_delivery(notification.recipients, self.directory, self.settings)
@@ -257,7 +258,7 @@ class Mailer:
         return self.outbox
 
     def _hand_over(self, envelope: Envelope) -> Handed:
-        """Deliver one envelope with the retry policy (see :func:`hand_over`)."""
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry)
         step = next(plan)
         while True:
@@ -272,7 +273,7 @@ class Mailer:
     def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
         """Hand ``envelope`` to the transport once: the throttle applies, no retry.
 
-        Returns the transport's :class:`~notifymail.DeliveryError` instead of raising it.
+        Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
         if self._throttle is not None:

@@ -4,7 +4,7 @@ Every address is validated and every header value checked for line breaks and co
 characters when a ``Message`` or ``Notification`` is made; composition then refuses
 what only the email package's decoding reveals (an RFC 2047 encoded word that decodes
 to a line break), so ``InvalidMessage`` still comes before anything is sent.
-:func:`compose` and :func:`compose_notification` turn them into envelopes; they live in
+`compose` and `compose_notification` turn them into envelopes; they live in
 ``notifymail._compose`` with the email package, which is imported on first use.
 """
 
@@ -259,7 +259,7 @@ class Notification:
 
 
 class _Batch(Protocol):
-    """What :func:`compose_notification` needs of ``notifymail.policy.Batch``."""
+    """What `compose_notification` needs of ``notifymail.policy.Batch``."""
 
     @property
     def recipients(self) -> tuple[str, ...]: ...

@@ -52,13 +52,15 @@ def notifymail_directory() -> Directory:
 
 @pytest.fixture
 def mail_transport() -> MemoryTransport:
-    """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
+    """A fresh [`MemoryTransport`][notifymail.MemoryTransport]; script failures with ``fail_next``
+    and ``refuse``."""
     return MemoryTransport()
 
 
 @pytest.fixture
 def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
-    """Everything ``mailer`` handed over during this test, one :class:`Sent` per envelope."""
+    """Everything ``mailer`` handed over during this test, one [`Sent`][notifymail.Sent] per
+    envelope."""
     return mail_transport.outbox
 
 
@@ -68,7 +70,8 @@ def mailer(
     notifymail_directory: Directory,
     mail_transport: MemoryTransport,
 ) -> Mailer:
-    """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
+    """A [`Mailer`][notifymail.Mailer] on ``mail_transport``, with retries and throttling on a fake
+    clock."""
     clock = _FakeClock()
     return Mailer(
         notifymail_settings,

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from notifymail._address import needs_smtputf8
+from notifymail._address import ascii_domain, needs_smtputf8
 from notifymail._results import Delivery, Reply
 from notifymail.errors import InvalidMessage
 
@@ -73,6 +73,13 @@ class Envelope:
             # What would end an SMTP command early or add parameters to it.
             if not isinstance(address, str) or _BREAKS_A_COMMAND.search(address):
                 raise InvalidMessage(f"envelope: {address!r} cannot go in MAIL FROM or RCPT TO")
+            domain = address.rpartition("@")[2]
+            if not domain.isascii():  # it goes on the wire in A-labels: they must exist
+                try:
+                    ascii_domain(domain)
+                except ValueError as error:
+                    reason = f"envelope: {address!r} has an invalid domain: {error}"
+                    raise InvalidMessage(reason) from None
         if (message is None) == (raw is None):
             raise TypeError("an Envelope needs exactly one of message and raw")
         if raw is not None:
@@ -155,7 +162,8 @@ class Envelope:
         return Envelope(self.sender, recipients, raw=self.raw, smtputf8=self.needs_smtputf8)
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-safe form for queues and task brokers; :meth:`from_dict` reads it back."""
+        """A JSON-safe form for queues and task brokers;
+        [`from_dict`][notifymail.transport.base.Envelope.from_dict] reads it back."""
         return {
             "version": _FORMAT_VERSION,
             "sender": self.sender,
@@ -166,7 +174,8 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Envelope:
-        """The envelope :meth:`to_dict` made, with byte-identical ``raw``.
+        """The envelope [`to_dict`][notifymail.transport.base.Envelope.to_dict] made, with
+        byte-identical ``raw``.
 
         Raises ``ValueError`` for a malformed dict or an unknown version, and
         ``InvalidMessage`` for an address the constructor refuses.

@@ -11,7 +11,7 @@ if TYPE_CHECKING:
     from notifymail.transport.memory import MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
 
-# Imported on first use: the email package, smtplib and ssl are slow to import, and
+# Imported on first use: the email package and ssl are slow to import, and
 # importing transport.base (as every module of the package does) must not pay for them.
 _LAZY = {
     "ConsoleTransport": "notifymail.transport.console",

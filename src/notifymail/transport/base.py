@@ -1,4 +1,5 @@
-"""The abstract :class:`Transport`, whose subclasses implement one method, ``deliver``.
+"""The abstract [`Transport`][notifymail.Transport], whose subclasses implement one method,
+``deliver``.
 
 The values it passes (``Envelope``, ``Reply``, ``Delivery``) live in
 ``notifymail.values``; they are re-exported here for transport authors.
@@ -11,12 +12,15 @@ import logging
 import threading
 from collections.abc import Iterable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from typing_extensions import Self
 
 from notifymail.errors import DeliveryError
 from notifymail.values import Delivery, Envelope, Reply
+
+if TYPE_CHECKING:
+    from notifymail.settings import Security
 
 __all__ = ["Delivery", "Envelope", "Reply", "Transport"]
 
@@ -24,9 +28,11 @@ logger = logging.getLogger("notifymail.transport")
 
 
 class Transport(abc.ABC):
-    """Hands envelopes to a mail system. Subclass it and implement :meth:`deliver`.
+    """Hands envelopes to a mail system. Subclass it and implement
+    [`deliver`][notifymail.transport.base.Transport.deliver].
 
-    The base provides the rest: :meth:`send`, :meth:`send_many`, the context manager,
+    The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
+    [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
     a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
     the first envelope, not on entering a ``with`` block, so a server that is down
@@ -34,6 +40,10 @@ class Transport(abc.ABC):
     the transport stays open until the outermost block ends and ``close`` runs. Outside
     a ``with`` block each ``send`` and ``send_many`` call opens and closes around itself.
     """
+
+    paces_at_the_wire: ClassVar[bool] = False
+    """Whether the transport calls `_pace` right before it hands an envelope's
+    recipients to the server (SMTP: before MAIL FROM is written)."""
 
     _lock: threading.RLock
     _open_count: int  # with blocks entered and not yet left, across threads
@@ -52,8 +62,8 @@ class Transport(abc.ABC):
     def deliver(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope.
 
-        Return a :class:`Delivery`, with partial refusals in ``refused``. Raise a
-        :class:`~notifymail.DeliveryError` subclass when the envelope failed as a whole,
+        Return a [`Delivery`][notifymail.Delivery], with partial refusals in ``refused``. Raise a
+        [`DeliveryError`][notifymail.DeliveryError] subclass when the envelope failed as a whole,
         including when every recipient was refused.
         """
 
@@ -61,7 +71,21 @@ class Transport(abc.ABC):
         """Prepare for delivery (connect, log in). Called before the first envelope."""
 
     def close(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Release what :meth:`open` took. Called once, when the outermost block ends."""
+        """Release what [`open`][notifymail.transport.base.Transport.open] took. Called once, when
+        the outermost block ends."""
+
+    def probe(self, security: Security | None = None) -> bool:
+        """Check the way to the mail system as delivering would, sending nothing.
+
+        Return True once the check passed, or False when there is nothing to check (the
+        base class); raise the [`DeliveryError`][notifymail.DeliveryError] a delivery would.
+        ``security`` asks an SMTP transport to try another security mode instead of its
+        own (what ``verify --autocorrect`` does); other transports ignore it.
+        """
+        return False
+
+    def _pace(self, recipients: int) -> None:  # noqa: B027 - a hook, deliberately empty
+        """Wait, if need be, before ``recipients`` more go to the server (a no-op here)."""
 
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""

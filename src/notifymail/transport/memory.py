@@ -105,10 +105,12 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
 
 
 class MemoryTransport(Transport):
-    """Keeps every delivered envelope in :attr:`outbox`; never opens a socket.
+    """Keeps every delivered envelope in `outbox`; never opens a socket.
 
-    ``outbox`` belongs to the instance. Script failures with :meth:`fail_next` (the next
-    envelopes raise) and :meth:`refuse` (those recipients are refused from now on).
+    ``outbox`` belongs to the instance. Script failures with
+    [`fail_next`][notifymail.transport.memory.MemoryTransport.fail_next] (the next envelopes raise)
+    and [`refuse`][notifymail.transport.memory.MemoryTransport.refuse] (those recipients are
+    refused from now on).
     """
 
     def __init__(self) -> None:
