@@ -65,7 +65,7 @@ class OutboxWorker:
 
     def run(self, stop_event: threading.Event) -> None:
         """Deliver batch after batch in the calling thread until ``stop_event`` is set."""
-        logger.info("outbox worker started")
+        logger.debug("outbox worker started")
         while not stop_event.is_set():
             busy = False
             try:
@@ -78,7 +78,7 @@ class OutboxWorker:
                 logger.exception("outbox worker: delivery failed; trying again shortly")
             if not busy:
                 stop_event.wait(self.poll_interval)
-        logger.info("outbox worker stopped")
+        logger.debug("outbox worker stopped")
 
     def _batch(self) -> bool:
         """Deliver one batch; whether there was anything to deliver."""
