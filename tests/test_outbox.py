@@ -119,6 +119,28 @@ def test_an_expired_lease_passes_to_another_worker_and_the_first_stops(
         assert two.holds(taken)
 
 
+def test_an_attempt_recorded_after_its_lease_was_lost_leaves_the_envelope_to_its_new_holder(
+    tmp_path: Path, clock: Clock
+) -> None:
+    path = tmp_path / "mail.db"
+    with (
+        SqliteOutbox(path, clock=clock, lease=10) as one,
+        SqliteOutbox(path, clock=clock, lease=10) as two,
+    ):
+        one.enqueue([envelope("a@x.org", "b@x.org")], key="k")
+        (slow,) = one.claim(10)
+        clock.now += 11
+        (taken,) = two.claim(10)
+        late = one.settle(slow, nm.Delivery("m", ("a@x.org",), {}))
+        assert late.accepted == ("a@x.org",)
+        assert late.deferred == ()
+        assert one.status().sending == 1  # still the other worker's
+        # The one now holding it decides what comes next.
+        assert taken.envelope.recipients == ("a@x.org", "b@x.org")
+        assert two.settle(taken, accepted(taken)).accepted == ("a@x.org", "b@x.org")
+        assert two.status().sent == 1
+
+
 def test_a_worker_renews_its_leases_once_half_a_lease_has_passed(
     tmp_path: Path, clock: Clock
 ) -> None:

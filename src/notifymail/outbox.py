@@ -20,7 +20,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
@@ -190,9 +190,10 @@ class SqliteOutbox:
         self._connection: sqlite3.Connection | None = open_database(self.path, _SCHEMA)
         self._pid = os.getpid()
         self._owner = _owner_token()
-        # When this worker's leases run out, by envelope id: no other worker can take an
-        # envelope over before then, so checking a lease needs no read.
-        self._leases: dict[int, float] = {}
+        # The envelopes this worker holds, by id, as they were claimed: no other worker
+        # can take one over before its lease runs out, so checking a lease needs no read
+        # and recording an attempt needs no read either.
+        self._held: dict[int, _Held] = {}
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
@@ -290,23 +291,28 @@ class SqliteOutbox:
         with self._database() as db:
             now = self._clock()
             rows = db.execute(
-                "SELECT e.id, e.attempts, e.recipients, e.sender, e.smtputf8, e.head, b.data"
-                " FROM outbox_envelope e LEFT JOIN outbox_body b ON b.id = e.body_id"
-                " WHERE e.state <= 2 AND e.due_at <= ? ORDER BY e.due_at LIMIT ?",
+                "SELECT e.id, e.attempts, e.lifetime_from, e.recipients, e.sender, e.smtputf8,"
+                " e.head, b.data FROM outbox_envelope e LEFT JOIN outbox_body b"
+                " ON b.id = e.body_id WHERE e.state <= 2 AND e.due_at <= ?"
+                " ORDER BY e.due_at LIMIT ?",
                 (now, limit),
             ).fetchall()
             finished = []
-            for envelope_id, attempts, listed, sender, smtputf8, head, body in rows:
+            for envelope_id, attempts, lifetime_from, listed, sender, utf8, head, body in rows:
                 recipients = json.loads(listed)
                 pending = [r[0] for r in recipients if r[1] == _Outcome.PENDING]
                 if not pending:
                     # Recorded in full by a worker that had lost its lease meanwhile.
                     finished.append((_final_state(recipients), now, envelope_id))
                     continue
-                envelope = Envelope(
-                    sender, pending, raw=head + (body or b""), smtputf8=bool(smtputf8)
-                )
+                envelope = Envelope(sender, pending, raw=head + (body or b""), smtputf8=bool(utf8))
                 claims.append(Claim(id=str(envelope_id), envelope=envelope, attempt=attempts + 1))
+                self._held[envelope_id] = _Held(
+                    until=now + self.lease,
+                    recipients=recipients,
+                    attempts=attempts,
+                    lifetime_from=lifetime_from,
+                )
             db.executemany(
                 "UPDATE outbox_envelope SET state = 2, due_at = ?, owner = ? WHERE id = ?",
                 [(now + self.lease, self._owner, int(claim.id)) for claim in claims],
@@ -315,7 +321,6 @@ class SqliteOutbox:
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
-            self._leases.update((int(claim.id), now + self.lease) for claim in claims)
         return claims
 
     def holds(self, claim: Claim) -> bool:
@@ -327,10 +332,10 @@ class SqliteOutbox:
         envelope_id = int(claim.id)
         now = self._clock()
         with self._lock:
-            end = self._leases.get(envelope_id)
-        if end is None:
+            held = self._held.get(envelope_id)
+        if held is None:
             return False
-        if end - now >= self.lease / 2:
+        if held.until - now >= self.lease / 2:
             return True
         with self._database() as db:
             # Taking an envelope over changes its owner, in a write like this one; an
@@ -346,7 +351,11 @@ class SqliteOutbox:
                     (self._owner,),
                 )
             }
-            self._leases = {key: now + self.lease for key in self._leases if key in mine}
+            for key in list(self._held):
+                if key in mine:
+                    self._held[key].until = now + self.lease
+                else:
+                    del self._held[key]
         return envelope_id in mine
 
     def settle(self, claim: Claim, result: Delivery | DeliveryError) -> Settled:
@@ -358,93 +367,75 @@ class SqliteOutbox:
         """
         envelope_id = int(claim.id)
         if isinstance(result, Delivery):
-            accepted, refused = result.accepted, result.refused
             error: DeliveryError | None = None
+            accepted, refused = result.accepted, result.refused
         else:
-            accepted, refused, error = (), result.refused, result
-        with self._database() as db:
-            self._leases.pop(envelope_id, None)
-            now = self._clock()
-            row = db.execute(
-                "SELECT owner, state, attempts, lifetime_from, recipients FROM outbox_envelope"
-                " WHERE id = ?",
-                (envelope_id,),
-            ).fetchone()
-            if row is None:
-                return Settled()
-            owner, state, attempts, lifetime_from, listed = row
-            recipients = json.loads(listed)
-            pending = {r[0]: r for r in recipients if r[1] == _Outcome.PENDING}
-            done_accepted = tuple(a for a in dict.fromkeys(accepted) if a in pending)
-            for address in done_accepted:
-                pending.pop(address)[1] = _Outcome.ACCEPTED
-            done_refused: dict[str, Reply] = {}
-            later: dict[str, Reply] = {}
-            for address, reply in refused.items():
-                entry = pending.get(address)
-                if entry is None:
-                    continue
-                entry[2:] = [reply.code, reply.text]
-                if reply.is_transient:
-                    later[address] = reply
+            error, accepted, refused = result, (), result.refused
+        with self._database(atomic=False) as db:
+            held = self._held.pop(envelope_id, None)
+            if held is not None:
+                # One statement, one transaction: what was read at the claim is still
+                # true while the lease holds, and the statement checks that it does.
+                now = self._clock()
+                recipients = held.recipients
+                done_accepted, done_refused, later = _record(recipients, accepted, refused)
+                pending = [r for r in recipients if r[1] == _Outcome.PENDING]
+                expires = held.lifetime_from + self.max_lifetime
+                failed: dict[str, DeliveryError] = {}
+                if error is not None and not error.refused and not error.retryable:
+                    failed = {r[0]: error for r in pending}
+                elif pending and now >= expires:
+                    failed = {r[0]: _expired(r[0], later.get(r[0]), error) for r in pending}
+                for recipient in pending:
+                    if recipient[0] in failed:
+                        recipient[1] = _Outcome.FAILED
+                attempts = held.attempts + 1
+                if pending and not failed:
+                    state, finished_at = _State.DEFERRED, None
+                    wait = backoff(
+                        attempts, min_backoff=self.min_backoff, max_backoff=self.max_backoff
+                    )
+                    due = min(now + wait, expires)
                 else:
-                    entry[1] = _Outcome.REFUSED
-                    done_refused[address] = reply
-                    del pending[address]
-            if owner != self._owner or state != _State.SENDING:
-                # The lease ran out during this attempt and another worker took the
-                # envelope over: record who accepted, leave the rest to that worker.
-                logger.warning("outbox: lost the lease on envelope %s while sending", claim.id)
+                    state, finished_at, due = _final_state(recipients), now, now
+                changed = db.execute(
+                    "UPDATE outbox_envelope SET state = ?, due_at = ?, owner = NULL,"
+                    " attempts = ?, finished_at = ?, last_error = coalesce(?, last_error),"
+                    " recipients = ? WHERE id = ? AND owner = ? AND state = 2",
+                    (
+                        state,
+                        due,
+                        attempts,
+                        finished_at,
+                        _last_error(error, later, failed),
+                        json.dumps(recipients),
+                        envelope_id,
+                        self._owner,
+                    ),
+                ).rowcount
+                if changed:
+                    return Settled(
+                        accepted=done_accepted,
+                        refused=done_refused,
+                        failed=failed,
+                        deferred=() if failed else tuple(r[0] for r in pending),
+                    )
+            # The lease ran out during this attempt and another worker took the envelope
+            # over: record who accepted and who refused for good, leave it the rest.
+            logger.warning("outbox: lost the lease on envelope %s while sending", claim.id)
+            with transaction(db):
+                row = db.execute(
+                    "SELECT recipients FROM outbox_envelope WHERE id = ?", (envelope_id,)
+                ).fetchone()
+                if row is None:
+                    return Settled()
+                recipients = json.loads(row[0])
+                done_accepted, done_refused, _ = _record(recipients, accepted, refused)
                 db.execute(
                     "UPDATE outbox_envelope SET recipients = ? WHERE id = ?",
                     (json.dumps(recipients), envelope_id),
                 )
-                return Settled(accepted=done_accepted, refused=done_refused)
-            attempts += 1
-            expires = lifetime_from + self.max_lifetime
-            failed: dict[str, DeliveryError] = {}
-            if error is not None and not error.refused and not error.retryable:
-                failed = dict.fromkeys(pending, error)
-            elif pending and now >= expires:
-                failed = {a: _expired(a, later.get(a), error) for a in pending}
-            for address in failed:
-                pending[address][1] = _Outcome.FAILED
-            last_error = _last_error(error, later, failed)
-            if pending and not failed:
-                delay = backoff(
-                    attempts, min_backoff=self.min_backoff, max_backoff=self.max_backoff
-                )
-                db.execute(
-                    "UPDATE outbox_envelope SET state = 1, due_at = ?, owner = NULL,"
-                    " attempts = ?, last_error = ?, recipients = ? WHERE id = ?",
-                    (
-                        min(now + delay, expires),
-                        attempts,
-                        last_error,
-                        json.dumps(recipients),
-                        envelope_id,
-                    ),
-                )
-            else:
-                db.execute(
-                    "UPDATE outbox_envelope SET state = ?, owner = NULL, attempts = ?,"
-                    " finished_at = ?, last_error = coalesce(?, last_error), recipients = ?"
-                    " WHERE id = ?",
-                    (
-                        _final_state(recipients),
-                        attempts,
-                        now,
-                        last_error,
-                        json.dumps(recipients),
-                        envelope_id,
-                    ),
-                )
-        return Settled(
-            accepted=done_accepted,
-            refused=done_refused,
-            failed=failed,
-            deferred=() if failed else tuple(pending),
-        )
+        return Settled(accepted=done_accepted, refused=done_refused)
 
     def release(self, claims: Iterable[Claim]) -> None:
         """Give back envelopes leased and not sent (a worker stopping), due at once."""
@@ -459,7 +450,7 @@ class SqliteOutbox:
                 [(now, envelope_id, self._owner) for envelope_id in ids],
             )
             for envelope_id in ids:
-                self._leases.pop(envelope_id, None)
+                self._held.pop(envelope_id, None)
 
     # -- managing ---------------------------------------------------------------
 
@@ -544,8 +535,11 @@ class SqliteOutbox:
         return removed
 
     @contextmanager
-    def _database(self, *, write: bool = True) -> Iterator[sqlite3.Connection]:
-        """The connection, in one transaction, for one thread at a time."""
+    def _database(
+        self, *, write: bool = True, atomic: bool = True
+    ) -> Iterator[sqlite3.Connection]:
+        """The connection, for one thread at a time; in one transaction if ``atomic``,
+        else each statement is a transaction of its own."""
         with self._lock:
             connection = self._connection
             if connection is None:
@@ -556,12 +550,55 @@ class SqliteOutbox:
                 connection = self._connection = open_database(self.path, _SCHEMA)
                 self._pid = os.getpid()
                 self._owner = _owner_token()
-                self._leases = {}
+                self._held = {}
             try:
-                with transaction(connection, write=write):
+                if atomic:
+                    with transaction(connection, write=write):
+                        yield connection
+                else:
                     yield connection
             except sqlite3.Error as error:
                 raise database_error(self.path, error) from None
+
+
+@dataclass(slots=True, kw_only=True)
+class _Held:
+    """An envelope this worker holds: its lease's end, and its row as claimed."""
+
+    until: float
+    recipients: list[_Recipient]
+    attempts: int
+    lifetime_from: float
+
+
+def _record(
+    recipients: list[_Recipient], accepted: Iterable[str], refused: Mapping[str, Reply]
+) -> tuple[tuple[str, ...], dict[str, Reply], dict[str, Reply]]:
+    """Mark, in ``recipients``, who of those pending accepted and who refused for good.
+
+    Returns the newly accepted, the newly refused for good (5xx), and the refused for
+    now (4xx, their reply noted; still pending).
+    """
+    pending = {r[0]: r for r in recipients if r[1] == _Outcome.PENDING}
+    done_accepted = []
+    for address in accepted:
+        recipient = pending.pop(address, None)
+        if recipient is not None:
+            recipient[1] = _Outcome.ACCEPTED
+            done_accepted.append(address)
+    done_refused: dict[str, Reply] = {}
+    later: dict[str, Reply] = {}
+    for address, reply in refused.items():
+        recipient = pending.get(address)
+        if recipient is None:
+            continue
+        recipient[2:] = [reply.code, reply.text]
+        if reply.is_transient:
+            later[address] = reply
+        else:
+            recipient[1] = _Outcome.REFUSED
+            done_refused[address] = reply
+    return tuple(done_accepted), done_refused, later
 
 
 def _owner_token() -> str:
