@@ -184,7 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {label:<55} {value:>10,.1f}")
     print(f"\n{'target':<45} {'value':>8}  {'goal':<8} met")
     for target in found:
-        print(f"{target.name:<45} {target.value:>8.2f}  {target.goal:<8} {'yes' if target.met else 'NO'}")
+        met = "yes" if target.met else "NO"
+        print(f"{target.name:<45} {target.value:>8.2f}  {target.goal:<8} {met}")
     if options.json:
         document = {
             "command": "python bench/outbox.py" + (" --quick" if options.quick else ""),

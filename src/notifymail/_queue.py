@@ -1,10 +1,10 @@
 """The outbox's contract, low in the stack so that the mailer drives any store without
 importing one.
 
-An :class:`Outbox` keeps finished envelopes until they are delivered: the SQLite file of
-:mod:`notifymail.outbox`, or a task broker (:mod:`notifymail.celery`). A store that a
-worker claims work from (a :class:`DeliveryQueue`) also hands out leases and records each
-envelope's outcome. :func:`backoff` is the retry schedule every store follows.
+An ``Outbox`` keeps finished envelopes until they are delivered: the SQLite file of
+``notifymail.outbox``, or a task broker (``notifymail.celery``). A store that a
+worker claims work from (a ``DeliveryQueue``) also hands out leases and records each
+envelope's outcome. ``backoff`` is the retry schedule every store follows.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 The outbox and the suppression list may share one file, each with tables of its own, so
 the file is marked as notifymail's (``PRAGMA application_id``) and versioned as a whole
 (``PRAGMA user_version``). A file that is not SQLite, is corrupt, or belongs to another
-application raises :class:`~notifymail.ConfigError` naming its path, and nothing is
+application raises ``ConfigError`` naming its path, and nothing is
 written to it: a wrong path in a setting must never destroy someone's database.
 """
 
@@ -32,7 +32,7 @@ def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite
 
     ``schema`` holds ``CREATE ... IF NOT EXISTS`` statements for the caller's own tables;
     other components' tables in the same file are left alone. The connection is in
-    autocommit mode (use :func:`transaction`), WAL, ``synchronous=FULL``, may be used
+    autocommit mode (use ``transaction``), WAL, ``synchronous=FULL``, may be used
     from any thread (the caller serialises its use), and waits for other writers.
     """
     name = os.fspath(path)
@@ -67,7 +67,7 @@ def transaction(connection: sqlite3.Connection, *, write: bool = True) -> Iterat
 def database_error(path: str, error: sqlite3.Error) -> Exception:
     """What to raise for ``error`` met while using the file at ``path``.
 
-    A damaged file becomes a :class:`~notifymail.ConfigError` naming the path; a
+    A damaged file becomes a ``ConfigError`` naming the path; a
     passing condition (a lock held too long, a full disk) stays the ``sqlite3`` error.
     """
     if type(error) is sqlite3.DatabaseError:  # "malformed", "not a database"

@@ -51,8 +51,8 @@ class Mailer:
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
     outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
-    ``outbox`` (a :class:`~notifymail.SqliteOutbox`, say) is where :meth:`enqueue` keeps
-    mail for :meth:`deliver_queued` to deliver.
+    ``outbox`` (a ``SqliteOutbox``, say) is where ``enqueue`` keeps
+    mail for ``deliver_queued`` to deliver.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -125,7 +125,7 @@ class Mailer:
         """Compose ``item`` and store its envelopes in the outbox, for a worker to deliver.
 
         The delivery policy and composition run here, so an invalid item raises
-        :class:`~notifymail.InvalidMessage` and stores nothing. Every envelope is stored,
+        ``InvalidMessage`` and stores nothing. Every envelope is stored,
         or none. A ``key`` enqueued before stores nothing and returns the first record
         with ``new=False``, so a host's retried request never sends twice; without a
         key, a fresh unique one is made.

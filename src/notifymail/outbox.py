@@ -7,7 +7,7 @@ does). Each envelope's outcome is committed before the next one is sent, so a wo
 killed at any instant can repeat at most the one envelope whose end of DATA had gone out
 and whose outcome was not yet on disk; accepted recipients are never tried again.
 
-:class:`SqliteOutbox` is the embedded store: one SQLite file (WAL, ``synchronous=FULL``),
+``SqliteOutbox`` is the embedded store: one SQLite file (WAL, ``synchronous=FULL``),
 shared safely by several processes on one machine.
 """
 
@@ -118,7 +118,7 @@ class OutboxStatus:
 
     ``queued``: waiting for their first attempt; ``deferred``: waiting for a retry;
     ``sending``: leased by a worker; ``sent``: done, every recipient accepted or refused;
-    ``dead``: some recipient could not be delivered (see :meth:`SqliteOutbox.dead`).
+    ``dead``: some recipient could not be delivered (see ``SqliteOutbox.dead``).
     """
 
     queued: int
@@ -132,7 +132,7 @@ class OutboxStatus:
 class DeadMail:
     """An envelope given up on: ``recipients`` never got it; ``last_error`` says why.
 
-    ``id`` is what :meth:`SqliteOutbox.retry` takes; ``key`` is the enqueue's key.
+    ``id`` is what ``SqliteOutbox.retry`` takes; ``key`` is the enqueue's key.
     ``enqueued_at`` is a time from the outbox's clock (seconds since the epoch).
     """
 
@@ -148,14 +148,14 @@ class SqliteOutbox:
 
     ``max_lifetime``: seconds after enqueue when undelivered recipients become dead.
     ``min_backoff``, ``max_backoff``: the retry delay doubles from the one to the other,
-    plus up to 10% jitter (see :func:`backoff`). ``lease``: seconds a worker holds an
+    plus up to 10% jitter (see ``backoff``). ``lease``: seconds a worker holds an
     envelope before another may take it over; it must exceed twice the longest one
     delivery can take. ``clock`` gives seconds since the epoch; tests inject a fake.
 
     The file is created if missing. A corrupt file, a file that is not SQLite, or
-    another application's database raises :class:`~notifymail.ConfigError` naming the
+    another application's database raises ``ConfigError`` naming the
     path, and is left as it is. One object may be shared by threads; a forked child
-    opens a connection of its own on first use. :meth:`close` it when done.
+    opens a connection of its own on first use. ``close`` it when done.
     """
 
     def __init__(
@@ -362,7 +362,7 @@ class SqliteOutbox:
         """Record what one attempt did with ``claim``, durably, and decide what comes next.
 
         Accepted recipients are done; a 5xx refusal is final; a 4xx refusal or a
-        retryable error defers the recipients it concerns (see :func:`backoff`); a
+        retryable error defers the recipients it concerns (see ``backoff``); a
         non-retryable error, or ``max_lifetime`` reached, makes them dead.
         """
         envelope_id = int(claim.id)

@@ -27,12 +27,12 @@ _BATCH = 50  # envelopes per deliver_queued call: the stop request is seen betwe
 class OutboxWorker:
     """Delivers what ``mailer``'s outbox holds, until stopped.
 
-    :meth:`start` runs it in a background thread and :meth:`stop` ends it; :meth:`run`
+    ``start`` runs it in a background thread and ``stop`` ends it; ``run``
     does the same in the calling thread until ``stop_event`` is set. It checks the
     outbox every ``poll_interval`` seconds while there is nothing to do, and without a
     pause while there is. Each batch delivered is logged at INFO on the
     ``notifymail.worker`` logger. A failure of the outbox or the transport other than a
-    :class:`~notifymail.ConfigError` is logged and tried again after ``poll_interval``;
+    ``ConfigError`` is logged and tried again after ``poll_interval``;
     a ``ConfigError`` (a corrupt outbox file) ends the loop.
     """
 
@@ -48,7 +48,7 @@ class OutboxWorker:
         return f"{type(self).__name__}({self.mailer!r}, poll_interval={self.poll_interval!r})"
 
     def start(self) -> None:
-        """Run the worker in a background (daemon) thread until :meth:`stop`."""
+        """Run the worker in a background (daemon) thread until ``stop``."""
         if self._thread is not None and self._thread.is_alive():
             raise RuntimeError("OutboxWorker.start: the worker is already running")
         self._stop_event.clear()
