@@ -46,6 +46,17 @@ def clock() -> Clock:
 
 
 @pytest.fixture
+def workers(tmp_path: Path, clock: Clock) -> Iterator[tuple[SqliteOutbox, SqliteOutbox]]:
+    """Two workers' outboxes on one file, with 10-second leases."""
+    path = tmp_path / "mail.db"
+    with (
+        SqliteOutbox(path, clock=clock, lease=10) as one,
+        SqliteOutbox(path, clock=clock, lease=10) as two,
+    ):
+        yield one, two
+
+
+@pytest.fixture
 def outbox(tmp_path: Path, clock: Clock) -> Iterator[SqliteOutbox]:
     with SqliteOutbox(tmp_path / "mail.db", clock=clock) as store:
         yield store
@@ -100,63 +111,51 @@ def test_two_workers_never_hold_the_same_envelope(tmp_path: Path, clock: Clock) 
 
 
 def test_an_expired_lease_passes_to_another_worker_and_the_first_stops(
-    tmp_path: Path, clock: Clock
+    workers: tuple[SqliteOutbox, SqliteOutbox], clock: Clock
 ) -> None:
-    path = tmp_path / "mail.db"
-    with (
-        SqliteOutbox(path, clock=clock, lease=10) as one,
-        SqliteOutbox(path, clock=clock, lease=10) as two,
-    ):
-        one.enqueue([envelope("a@x.org")], key="k")
-        (claim,) = one.claim(10)
-        assert one.holds(claim)
-        clock.now += 9.9
-        assert two.claim(10) == []
-        clock.now += 0.2
-        (taken,) = two.claim(10)
-        assert taken.id == claim.id
-        assert not one.holds(claim)
-        assert two.holds(taken)
+    one, two = workers
+    one.enqueue([envelope("a@x.org")], key="k")
+    (claim,) = one.claim(10)
+    assert one.holds(claim)
+    clock.now += 9.9
+    assert two.claim(10) == []
+    clock.now += 0.2
+    (taken,) = two.claim(10)
+    assert taken.id == claim.id
+    assert not one.holds(claim)
+    assert two.holds(taken)
 
 
 def test_an_attempt_recorded_after_its_lease_was_lost_leaves_the_envelope_to_its_new_holder(
-    tmp_path: Path, clock: Clock
+    workers: tuple[SqliteOutbox, SqliteOutbox], clock: Clock
 ) -> None:
-    path = tmp_path / "mail.db"
-    with (
-        SqliteOutbox(path, clock=clock, lease=10) as one,
-        SqliteOutbox(path, clock=clock, lease=10) as two,
-    ):
-        one.enqueue([envelope("a@x.org", "b@x.org")], key="k")
-        (slow,) = one.claim(10)
-        clock.now += 11
-        (taken,) = two.claim(10)
-        late = one.settle(slow, nm.Delivery("m", ("a@x.org",), {}))
-        assert late.accepted == ("a@x.org",)
-        assert late.deferred == ()
-        assert one.status().sending == 1  # still the other worker's
-        # The one now holding it decides what comes next.
-        assert taken.envelope.recipients == ("a@x.org", "b@x.org")
-        assert two.settle(taken, accepted(taken)).accepted == ("a@x.org", "b@x.org")
-        assert two.status().sent == 1
+    one, two = workers
+    one.enqueue([envelope("a@x.org", "b@x.org")], key="k")
+    (slow,) = one.claim(10)
+    clock.now += 11
+    (taken,) = two.claim(10)
+    late = one.settle(slow, nm.Delivery("m", ("a@x.org",), {}))
+    assert late.accepted == ("a@x.org",)
+    assert late.deferred == ()
+    assert one.status().sending == 1  # still the other worker's
+    # The one now holding it decides what comes next.
+    assert taken.envelope.recipients == ("a@x.org", "b@x.org")
+    assert two.settle(taken, accepted(taken)).accepted == ("a@x.org", "b@x.org")
+    assert two.status().sent == 1
 
 
 def test_a_worker_renews_its_leases_once_half_a_lease_has_passed(
-    tmp_path: Path, clock: Clock
+    workers: tuple[SqliteOutbox, SqliteOutbox], clock: Clock
 ) -> None:
-    path = tmp_path / "mail.db"
-    with (
-        SqliteOutbox(path, clock=clock, lease=10) as one,
-        SqliteOutbox(path, clock=clock, lease=10) as two,
-    ):
-        one.enqueue([envelope("a@x.org"), envelope("b@x.org")], key="k")
-        first, second = one.claim(10)
-        clock.now += 6
-        assert one.holds(first)  # renewed until now + 10
-        one.settle(first, accepted(first))
-        clock.now += 8  # 14 after the claim: past the first lease, within the renewed one
-        assert two.claim(10) == []
-        assert one.holds(second)
+    one, two = workers
+    one.enqueue([envelope("a@x.org"), envelope("b@x.org")], key="k")
+    first, second = one.claim(10)
+    clock.now += 6
+    assert one.holds(first)  # renewed until now + 10
+    one.settle(first, accepted(first))
+    clock.now += 8  # 14 after the claim: past the first lease, within the renewed one
+    assert two.claim(10) == []
+    assert one.holds(second)
 
 
 def test_accepted_and_5xx_recipients_are_never_tried_again(
