@@ -3,17 +3,19 @@ and the memory transport."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 from typing_extensions import override
 
 import notifymail as nm
+from notifymail._queue import Claim, Settled
 
 SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
 NO_CONNECTION = nm.ConnectionFailed("connection refused")
@@ -308,3 +310,104 @@ def test_a_worker_outlives_a_failing_batch(
 def test_poll_interval_must_be_positive(mailer: nm.Mailer) -> None:
     with pytest.raises(ValueError, match="poll_interval"):
         nm.OutboxWorker(mailer, poll_interval=0)
+
+
+# --- interrupted --------------------------------------------------------------------
+
+
+def test_an_interrupted_call_gives_back_what_it_had_not_sent(
+    outbox: nm.SqliteOutbox, clock: Clock
+) -> None:
+    class Interrupted(nm.MemoryTransport):
+        @override
+        def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+            if len(self.outbox) == 2:
+                raise KeyboardInterrupt
+            return super().deliver(envelope)
+
+    transport = Interrupted()
+    mailer = nm.Mailer(SETTINGS, transport=transport, outbox=outbox)
+    mailer.enqueue(alert(*outsiders(10)))
+    with pytest.raises(KeyboardInterrupt):
+        mailer.deliver_queued()
+    assert outbox.status() == nm.OutboxStatus(queued=8, deferred=0, sending=0, sent=2, dead=0)
+    mailer.transport = nm.MemoryTransport()
+    assert len(mailer.deliver_queued().accepted) == 8  # at once: no lease to wait for
+
+
+# --- asyncio ------------------------------------------------------------------------
+
+
+class ThreadNoting(nm.SqliteOutbox):
+    """Notes the thread of every call a mailer makes to the outbox."""
+
+    threads: set[int]
+
+    def enqueue(self, envelopes: Sequence[nm.Envelope], *, key: str) -> nm.Queued:
+        self.threads.add(threading.get_ident())
+        return super().enqueue(envelopes, key=key)
+
+    def claim(self, limit: int) -> list[Claim]:
+        self.threads.add(threading.get_ident())
+        return super().claim(limit)
+
+    def settle(self, claim: Claim, result: nm.Delivery | nm.DeliveryError) -> Settled:
+        self.threads.add(threading.get_ident())
+        return super().settle(claim, result)
+
+
+def test_async_mailer_enqueues_and_delivers_with_the_outbox_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    transport = nm.AsyncMemoryTransport()
+    with ThreadNoting(tmp_path / "mail.db") as outbox:
+        outbox.threads = set()
+        mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+
+        async def main() -> tuple[nm.Queued, nm.Queued, nm.DeliveryReport, int]:
+            first = await mailer.enqueue(alert(*outsiders(60)), key="k")
+            again = await mailer.enqueue(alert(*outsiders(60)), key="k")
+            return first, again, await mailer.deliver_queued(), threading.get_ident()
+
+        first, again, report, loop_thread = asyncio.run(main())
+        assert (first.envelopes, first.new, again.new) == (60, True, False)
+        assert sorted(report.accepted) == sorted(outsiders(60))
+        assert len(transport.outbox) == 60
+        assert outbox.status().sent == 60
+        assert outbox.threads
+        assert loop_thread not in outbox.threads
+
+
+def test_async_mailer_refuses_an_invalid_item_and_stores_nothing(
+    outbox: nm.SqliteOutbox,
+) -> None:
+    mailer = nm.AsyncMailer(SETTINGS, transport=nm.AsyncMemoryTransport(), outbox=outbox)
+    with pytest.raises(nm.InvalidMessage):
+        asyncio.run(mailer.enqueue(alert("not an address")))
+    assert outbox.status().queued == 0
+
+
+def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
+    outbox: nm.SqliteOutbox,
+) -> None:
+    class Slow(nm.AsyncMemoryTransport):
+        @override
+        async def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+            if len(self.outbox) == 3:
+                await asyncio.sleep(60)
+            return await super().deliver(envelope)
+
+    transport = Slow()
+    mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+
+    async def main() -> None:
+        await mailer.enqueue(alert(*outsiders(10)))
+        task = asyncio.ensure_future(mailer.deliver_queued())
+        while len(transport.outbox) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)

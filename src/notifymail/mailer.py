@@ -1,29 +1,37 @@
-"""The facade a host application talks to: it decides (policy), composes (message) and
-hands over (transport), retrying and pacing the hand-over, and does nothing else itself.
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio
+twin [`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and
+hand over (transport), retrying and pacing the hand-over by the rules of the shared core
+(``_delivery``), and do nothing else themselves.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
+import contextvars
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
 from notifymail._delivery import (
+    Attempt,
     DeliveryReport,
     Handed,
+    Lanes,
     Tally,
     Throttle,
     hand_over,
     log_summary,
     send_report,
 )
-from notifymail._queue import Claim, DeliveryQueue, Outbox, Queued, Settled
-from notifymail.errors import ConfigError, ConnectionFailed, DeliveryError
+from notifymail._drain import Drain, StoreCall, drain
+from notifymail._queue import DeliveryQueue, Outbox, Queued
+from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification, compose, compose_notification
 from notifymail.policy import (
     Directory,
@@ -33,26 +41,106 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import Transport
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
-    from notifymail.settings import EmailSettings
+    from notifymail.policy import Batch
+    from notifymail.settings import EmailSettings, SmtpSettings
     from notifymail.verify import VerifyResult
 
-__all__ = ["DeliveryReport", "Mailer"]
+__all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
 
-logger = logging.getLogger("notifymail.mailer")
+_T = TypeVar("_T", Transport, AsyncTransport)
+
+# An asyncio notify composes its envelopes this many batches at a time, yielding to the
+# event loop in between, so a notification to thousands never holds the loop for long.
+_COMPOSE_CHUNK = 200
 
 
-class Mailer:
+class _Facade(Generic[_T]):
+    """What both facades share: their settings, transport, directory, throttle, policy."""
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        transport: _T,
+        directory: Directory | None,
+        clock: Callable[[], float],
+        outbox: Outbox | None,
+    ) -> None:
+        self.settings = settings
+        self.transport: _T = transport
+        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self.outbox = outbox
+        self._clock = clock
+        rate = settings.delivery.max_recipients_per_second
+        self._throttle = None if rate is None else Throttle(rate)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+
+    def check_recipients(
+        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
+    ) -> None:
+        """[`check_recipients`][notifymail.check_recipients] with this mailer's settings and
+        directory."""
+        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
+
+    def suggest_recipients(
+        self, viewer: Person, *, everyone_group: str | None = None
+    ) -> list[Person]:
+        """[`suggest_recipients`][notifymail.suggest_recipients] with this mailer's settings
+        and directory."""
+        return suggest_recipients(
+            viewer, self.directory, self.settings, everyone_group=everyone_group
+        )
+
+    def _batches(self, notification: Notification) -> list[Batch]:
+        return plan_delivery(notification.recipients, self.directory, self.settings)
+
+    def _enqueue(self, item: Message | Notification, key: str | None) -> Queued:
+        """Compose ``item`` and store its envelopes: ``enqueue``, blocking."""
+        outbox = self._outbox()
+        if isinstance(item, Message):
+            envelopes = [compose(item, self.settings.active_sender)]
+        elif isinstance(item, Notification):
+            batches = self._batches(item)
+            envelopes = compose_notification(item, self.settings.active_sender, batches)
+        else:
+            raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
+        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+
+    def _drain(self, limit: int | None) -> Drain:
+        """The plan of a ``deliver_queued`` (see `drain`)."""
+        queue = self._outbox()
+        if not isinstance(queue, DeliveryQueue):
+            raise ConfigError(
+                f"outbox: deliver_queued needs an outbox that workers claim from, such as"
+                f" SqliteOutbox; {type(queue).__name__} is delivered by its own workers",
+                field="outbox",
+            )
+        if limit is not None and limit < 0:
+            raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
+        return drain(queue, limit)
+
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
+            raise ConfigError(
+                "outbox: this mailer has no outbox; pass Mailer(..., outbox=SqliteOutbox(path))",
+                field="outbox",
+            )
+        return self.outbox
+
+
+class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
     outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
-    ``outbox`` (a ``SqliteOutbox``, say) is where ``enqueue`` keeps
-    mail for ``deliver_queued`` to deliver.
+    ``outbox`` (a [`SqliteOutbox`][notifymail.SqliteOutbox], say) is where `enqueue` keeps
+    mail for `deliver_queued` to deliver.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -68,17 +156,13 @@ class Mailer:
         sleep: Callable[[float], object] = time.sleep,
         outbox: Outbox | None = None,
     ) -> None:
-        self.settings = settings
-        self.transport = transport if transport is not None else _smtp_transport(settings)
-        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
-        self.outbox = outbox
-        self._clock = clock
-        self._sleep = sleep
-        rate = settings.delivery.max_recipients_per_second
-        self._throttle = None if rate is None else Throttle(rate)
+        if transport is None:
+            smtp = _active_smtp(settings)
+            from notifymail.transport.smtp import SmtpTransport
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+            transport = SmtpTransport(smtp)
+        super().__init__(settings, transport, directory, clock, outbox)
+        self._sleep = sleep
 
     def __enter__(self) -> Self:
         """Keep one connection for every send inside the block (opened by the first)."""
@@ -112,12 +196,10 @@ class Mailer:
         what failed is in the report. An invalid address or header raises
         [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
-        envelopes = self._compose_notification(notification)
-        tally = Tally()
+        batches = self._batches(notification)
+        envelopes = compose_notification(notification, self.settings.active_sender, batches)
         with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(self._hand_over(envelope))
-        report = tally.report()
+            report = self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
 
@@ -125,110 +207,50 @@ class Mailer:
         """Compose ``item`` and store its envelopes in the outbox, for a worker to deliver.
 
         The delivery policy and composition run here, so an invalid item raises
-        ``InvalidMessage`` and stores nothing. Every envelope is stored,
-        or none. A ``key`` enqueued before stores nothing and returns the first record
-        with ``new=False``, so a host's retried request never sends twice; without a
-        key, a fresh unique one is made.
+        [`InvalidMessage`][notifymail.InvalidMessage] and stores nothing. Every envelope is
+        stored, or none. A ``key`` enqueued before stores nothing and returns the first
+        record with ``new=False``, so a host's retried request never sends twice; without
+        a key, a fresh unique one is made.
         """
-        outbox = self._outbox()
-        if isinstance(item, Message):
-            envelopes = [compose(item, self.settings.active_sender)]
-        elif isinstance(item, Notification):
-            envelopes = self._compose_notification(item)
-        else:
-            raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
-        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+        return self._enqueue(item, key)
 
     def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
         """Deliver envelopes that are due in the outbox, at most ``limit`` of them.
 
         Each envelope is claimed under a lease (no other worker gets it), tried once
         through this mailer's transport and throttle, and its outcome committed before
-        the next envelope is sent. The outbox decides what comes next: accepted and
-        5xx-refused recipients are done, retryable failures wait by its backoff, and
-        recipients past ``max_lifetime`` are dead. While the server is unreachable (no
-        connection, or 421) the rest of the batch is deferred unsent, as Postfix does.
+        the next envelope is sent: one at a time, whatever the transport's concurrency.
+        The outbox decides what comes next: accepted and 5xx-refused recipients are done,
+        retryable failures wait by its backoff, and recipients past ``max_lifetime`` are
+        dead. While the server is unreachable (no connection, or 421) the rest of the
+        batch is deferred unsent, as Postfix does.
 
         Returns what happened in this call: ``accepted``, ``refused`` (final) and
         ``failed`` (dead); recipients deferred for a later attempt are in none of them.
         """
-        queue = self._outbox()
-        if not isinstance(queue, DeliveryQueue):
-            raise ConfigError(
-                f"outbox: deliver_queued needs an outbox that workers claim from, such as"
-                f" SqliteOutbox; {type(queue).__name__} is delivered by its own workers",
-                field="outbox",
-            )
-        if limit is not None and limit < 0:
-            raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
-        tally = Tally()
-        attempted = 0
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
         with self:  # one connection for the whole call
-            while limit is None or attempted < limit:
-                claims = queue.claim(_CLAIM if limit is None else min(_CLAIM, limit - attempted))
-                if not claims:
-                    break
-                attempted += len(claims)
-                if self._deliver_claims(queue, claims, tally):
-                    break
-        return tally.report()
-
-    def _deliver_claims(self, queue: DeliveryQueue, claims: list[Claim], tally: Tally) -> bool:
-        """Deliver claimed envelopes one by one, each outcome committed before the next.
-
-        Returns True when the server turned out to be unavailable: the claims not yet
-        sent are then deferred with that error, without a try of their own.
-        """
-        unsettled = list(reversed(claims))
-        try:
-            while unsettled:
-                claim = unsettled[-1]
-                if not queue.holds(claim):  # another worker took it over
-                    unsettled.pop()
-                    continue
-                result = self._attempt(claim.envelope)
-                tally.add(_handed(queue.settle(claim, result), result))
-                unsettled.pop()
-                if isinstance(result, DeliveryError) and _server_unavailable(result):
-                    logger.info(
-                        "outbox: the server is unavailable (%s); %d envelope(s) deferred",
-                        result,
-                        len(unsettled),
-                    )
-                    while unsettled:
-                        tally.add(_handed(queue.settle(unsettled[-1], result), result))
-                        unsettled.pop()
-                    return True
-        finally:
-            queue.release(unsettled)
-        return False
-
-    def check_recipients(
-        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
-    ) -> None:
-        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
-        settings, directory."""
-        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
-
-    def suggest_recipients(
-        self, viewer: Person, *, everyone_group: str | None = None
-    ) -> list[Person]:
-        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
-        mailer's settings, directory."""
-        return suggest_recipients(
-            viewer, self.directory, self.settings, everyone_group=everyone_group
-        )
+            while True:
+                try:
+                    # Thrown in, an error lets the plan give back what it holds first.
+                    step = plan.send(answer) if error is None else plan.throw(error)
+                except StopIteration as done:
+                    report: DeliveryReport = done.value
+                    return report
+                error = None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = self._attempt(step.envelope)
+                    else:
+                        answer = step.call()
+                except BaseException as raised:
+                    error = raised
 
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
-        return self.send(
-            Message(
-                to=(to,),
-                subject="Test email from notifymail",
-                text=_TEST_TEXT,
-                html=_TEST_HTML,
-            )
-        )
+        return self.send(_test_message(to))
 
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
@@ -245,21 +267,30 @@ class Mailer:
         result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
         return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
-    def _compose_notification(self, notification: Notification) -> list[Envelope]:
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
-        return compose_notification(notification, self.settings.active_sender, batches)
+    def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in threads."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
 
-    def _outbox(self) -> Outbox:
-        if self.outbox is None:
-            raise ConfigError(
-                "outbox: this mailer has no outbox; pass Mailer(..., outbox=SqliteOutbox(path))",
-                field="outbox",
-            )
-        return self.outbox
+        def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(self._hand_over(envelope, lanes))
 
-    def _hand_over(self, envelope: Envelope) -> Handed:
+        if lanes.width == 1:
+            lane(0)
+        else:
+            with ThreadPoolExecutor(lanes.width, thread_name_prefix="notifymail") as pool:
+                running = [
+                    pool.submit(contextvars.copy_context().run, lane, number)
+                    for number in range(lanes.width)
+                ]
+            for future in running:
+                future.result()
+        return tally.report()
+
+    def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
-        plan = hand_over(envelope, self.settings.delivery.retry)
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
             if step.wait:
@@ -276,36 +307,254 @@ class Mailer:
         Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                self._sleep(wait)
+        pacer = (
+            None if self._throttle is None else _Pacer(self._throttle, self._clock, self._sleep)
+        )
+        token = PACER.set(pacer)
         try:
             return self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
 
 
-_CLAIM = 50  # envelopes claimed at a time by deliver_queued
+class AsyncMailer(_Facade[AsyncTransport]):
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition,
+    report, retries, throttle and errors, awaited, never blocking the event loop.
+
+    Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
+    ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
+    loop. Use it with ``async with`` to keep one connection for every send inside the
+    block; tasks may share it, and the throttle holds across all of them.
+    ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
+    [`Mailer`][notifymail.Mailer]. With an ``outbox``, ``await enqueue(...)`` and
+    ``await deliver_queued(...)`` work as on ``Mailer``, the outbox's calls in a thread.
+    """
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        transport: AsyncTransport | None = None,
+        directory: Directory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        outbox: Outbox | None = None,
+    ) -> None:
+        if transport is None:
+            smtp = _active_smtp(settings)
+            # The asyncio SMTP driver, imported only by the mailers that need it.
+            driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
+            transport = cast(AsyncTransport, driver(smtp))
+        super().__init__(settings, transport, directory, clock, outbox)
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Self:
+        """Keep one connection for every send inside the block (opened by the first)."""
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc, traceback)
+
+    async def send(self, message: Message) -> DeliveryReport:
+        """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
+        envelope = compose(message, self.settings.active_sender)
+        async with self:  # one connection for the retries too
+            return send_report(await self._hand_over(envelope))
+
+    async def notify(self, notification: Notification) -> DeliveryReport:
+        """Send an alert or subscription to its recipients, as
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
+        batches = self._batches(notification)
+        envelopes: list[Envelope] = []
+        for start in range(0, len(batches), _COMPOSE_CHUNK):
+            chunk = batches[start : start + _COMPOSE_CHUNK]
+            envelopes += compose_notification(notification, self.settings.active_sender, chunk)
+            await asyncio.sleep(0)
+        async with self:  # one connection for every envelope, even outside the host's block
+            report = await self._hand_over_all(envelopes)
+        log_summary(len(envelopes), report)
+        return report
+
+    async def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose and store ``item``, as [`Mailer.enqueue`][notifymail.mailer.Mailer.enqueue]
+        does; composition and the outbox's transaction run in a thread, off the loop."""
+        return await asyncio.to_thread(self._enqueue, item, key)
+
+    async def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver what is due in the outbox, as
+        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does; the
+        outbox's calls run in a thread, the attempts on the loop."""
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
+        async with self:  # one connection for the whole call
+            while True:
+                try:
+                    # Thrown in, an error lets the plan give back what it holds first.
+                    step = plan.send(answer) if error is None else plan.throw(error)
+                except StopIteration as done:
+                    report: DeliveryReport = done.value
+                    return report
+                error = None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = await self._attempt(step.envelope)
+                    else:
+                        answer = await _in_thread(step)
+                except BaseException as raised:
+                    error = raised
+
+    async def send_test_email(self, to: str) -> DeliveryReport:
+        """Send a short message to ``to`` saying that email is set up."""
+        return await self.send(_test_message(to))
+
+    async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
+        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+
+        The check runs in a worker thread, off the event loop. A transport's
+        ``ssl_context``, when it has one, is used, so a private CA given to the transport
+        is trusted here too.
+        """
+        import ssl
+
+        from notifymail.verify import verify_smtp
+
+        smtp = _active_smtp(self.settings)
+        context = getattr(self.transport, "ssl_context", None)
+        return await asyncio.to_thread(
+            verify_smtp,
+            smtp,
+            autocorrect=autocorrect,
+            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
+        )
+
+    async def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in tasks."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        async def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(await self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            await lane(0)
+        else:
+            running = [asyncio.ensure_future(lane(number)) for number in range(lanes.width)]
+            try:
+                await asyncio.gather(*running)
+            finally:  # an error (or a cancellation) in one lane stops the others
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+        return tally.report()
+
+    async def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
+        step = next(plan)
+        while True:
+            if step.wait:
+                await self._sleep(step.wait)
+            try:
+                step = plan.send(await self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
+        pacer = (
+            None
+            if self._throttle is None
+            else _AsyncPacer(self._throttle, self._clock, self._sleep)
+        )
+        token = ASYNC_PACER.set(pacer)
+        try:
+            return await self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
+        finally:
+            ASYNC_PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
 
 
-def _server_unavailable(error: DeliveryError) -> bool:
-    """Whether ``error`` says the server, not this envelope, is the trouble."""
-    if error.refused or not error.retryable:
-        return False
-    return isinstance(error, ConnectionFailed) or (
-        error.reply is not None and error.reply.code == 421
-    )
+class _Reservations:
+    """One attempt's view of its mailer's throttle: what it admitted, to finish after."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        self._throttle = throttle
+        self._clock = clock
+        self._admitted = 0
+
+    def reserve(self, recipients: int) -> float:
+        wait = self._throttle.reserve(recipients, self._clock)
+        if not wait:
+            self._admitted += recipients
+        return wait
+
+    def finish(self) -> None:
+        if self._admitted:
+            self._throttle.finish(self._admitted, self._clock)
+            self._admitted = 0
 
 
-def _handed(settled: Settled, result: Delivery | DeliveryError) -> Handed:
-    return Handed(
-        deliveries=(result,) if isinstance(result, Delivery) else (),
-        accepted=settled.accepted,
-        refused=settled.refused,
-        failed=settled.failed,
-        error=None,
-    )
+class _Pacer(_Reservations):
+    """The `Pacer` a ``Mailer`` installs for one attempt."""
+
+    def __init__(
+        self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    def wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class _AsyncPacer(_Reservations):
+    """The asyncio pacer an ``AsyncMailer`` installs for one attempt."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    async def wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+
+async def _in_thread(step: StoreCall) -> object:
+    """Run an outbox call in a thread; a cancelled caller still waits for it to end, so
+    that the outbox is never used by two calls at once behind the plan's back."""
+    call = asyncio.ensure_future(asyncio.to_thread(step.call))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        raise
+
+
+def _active_smtp(settings: EmailSettings) -> SmtpSettings:
+    smtp = settings.active_smtp
+    if smtp is None:
+        raise _no_server()
+    return smtp
 
 
 def _no_server() -> ConfigError:
@@ -314,13 +563,10 @@ def _no_server() -> ConfigError:
     )
 
 
-def _smtp_transport(settings: EmailSettings) -> Transport:
-    smtp = settings.active_smtp
-    if smtp is None:
-        raise _no_server()
-    from notifymail.transport.smtp import SmtpTransport
-
-    return SmtpTransport(smtp)
+def _test_message(to: str) -> Message:
+    return Message(
+        to=(to,), subject="Test email from notifymail", text=_TEST_TEXT, html=_TEST_HTML
+    )
 
 
 _TEST_TEXT = (

@@ -247,6 +247,11 @@ def check_options(
                 "username: XOAUTH2 (oauth2_token) needs the account's username",
                 field="username",
             )
+    elif smtp.username is not None and smtp.password is None:
+        raise ConfigError(
+            "password: a username needs a password, or an oauth2_token given to the transport",
+            field="password",
+        )
 
 
 def error_for(
