@@ -21,7 +21,7 @@ from notifymail._delivery import (
     send_report,
 )
 from notifymail.errors import ConfigError, DeliveryError
-from notifymail.message import Message, Notification, compose, compose_notification
+from notifymail.message import Message, Notification
 from notifymail.policy import (
     Directory,
     InMemoryDirectory,
@@ -90,6 +90,8 @@ class Mailer:
         Retryable errors are retried; partial refusals come back in the report. Raises the
         [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
+        from notifymail._compose import compose  # the email package, on first use
+
         envelope = compose(message, self.settings.active_sender)
         with self:  # one connection for the retries too
             return send_report(self._hand_over(envelope))
@@ -103,6 +105,8 @@ class Mailer:
         what failed is in the report. An invalid address or header raises
         [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
+        from notifymail._compose import compose_notification  # as in send
+
         batches = plan_delivery(notification.recipients, self.directory, self.settings)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
         tally = Tally()
