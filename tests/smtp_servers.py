@@ -22,6 +22,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -76,7 +77,8 @@ class RecordingHandler:
     Recording: ``commands`` (every command verb received, all connections, in order),
     ``ehlo_names`` (the client's EHLO arguments), ``messages`` (each message whose DATA
     the server accepted, or whose reply it "lost"), ``logins`` (AUTH attempts),
-    ``connections`` (how many were opened).
+    ``connections`` (how many were opened), ``arrivals`` (``time.monotonic()`` and the
+    address of every RCPT TO, as it arrived).
 
     Scripting, set before or during the test:
 
@@ -113,6 +115,7 @@ class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
     connections: int = 0
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def authenticator(self, users: Mapping[str, str]) -> Callable[..., AuthResult]:
         """An aiosmtpd authenticator accepting ``users`` (name -> password); else 535."""
@@ -162,6 +165,7 @@ class RecordingHandler:
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        self.arrivals.append((time.monotonic(), address))
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)

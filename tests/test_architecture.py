@@ -1,7 +1,8 @@
 """The layers of docs/architecture.md, held against the code's imports.
 
 Every module under src/notifymail is read with ``ast``, not imported: an import inside
-``if TYPE_CHECKING:`` or inside a function is a dependency as much as one at the top.
+``if TYPE_CHECKING:`` or inside a function, or by name (``import_module("notifymail.x")``),
+is a dependency as much as one at the top.
 Importing a package (``from notifymail import __version__``) depends on everything its
 ``__init__`` imports, since that is what it re-exports; the ``__init__`` files
 themselves are exempt from the rules.
@@ -136,8 +137,20 @@ def imports_of(tree: ast.Module, module: str, modules: dict[str, Path]) -> set[s
                 f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
                 for alias in node.names
             )
+        elif isinstance(node, ast.Call) and (by_name := imported_by_name(node)):
+            found.add(by_name)
     ours = {name for name in found if name == PACKAGE or name.startswith(PACKAGE + ".")}
     return {resolve(name, modules) for name in ours} - {module}
+
+
+def imported_by_name(call: ast.Call) -> str | None:
+    """The module of ``import_module("notifymail...")``: an import made at run time."""
+    function = call.func
+    name = function.attr if isinstance(function, ast.Attribute) else getattr(function, "id", "")
+    argument = call.args[0] if call.args else None
+    if name == "import_module" and isinstance(argument, ast.Constant):
+        return str(argument.value)
+    return None
 
 
 def direct_imports(source: Path) -> dict[str, set[str]]:
@@ -238,6 +251,7 @@ def test_every_import_counts_and_an_imported_package_stands_for_what_it_imports(
         "    import notifymail.transport.base\n"
         "from notifymail.transport import D\n"
     )
+    (package / "b.py").write_text("importlib.import_module('notifymail.transport.base')\n")
     (package / "c.py").write_text("from notifymail import __version__\n")
 
     graph = import_graph(tmp_path)
@@ -248,6 +262,7 @@ def test_every_import_counts_and_an_imported_package_stands_for_what_it_imports(
         "notifymail.d",
         "notifymail.transport.base",
     }
+    assert graph["notifymail.b"] == {"notifymail.transport.base"}
     assert graph["notifymail.c"] == {"notifymail.b"}
     assert "notifymail" not in graph
 

@@ -72,16 +72,39 @@ def test_a_non_retryable_error_ends_the_hand_over_at_once() -> None:
 
 def test_the_throttle_answers_how_long_to_wait_and_never_sleeps() -> None:
     now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
     throttle = Throttle(3)
-    assert throttle.reserve(2, lambda: now[0]) == 0.0
-    assert throttle.reserve(2, lambda: now[0]) == pytest.approx(1.0)
+    assert throttle.reserve(2, clock) == 0.0
+    throttle.finish(2, clock)
+    assert throttle.reserve(2, clock) == pytest.approx(1.0)
     now[0] = 0.25
-    assert throttle.reserve(1, lambda: now[0]) == 0.0
-    assert throttle.reserve(1, lambda: now[0]) == pytest.approx(0.75)
+    assert throttle.reserve(1, clock) == 0.0
+    throttle.finish(1, clock)
+    assert throttle.reserve(1, clock) == pytest.approx(0.75)
     now[0] = 1.0
-    assert throttle.reserve(3, lambda: now[0]) == pytest.approx(0.25)
+    assert throttle.reserve(3, clock) == pytest.approx(0.25)
     now[0] = 1.25
-    assert throttle.reserve(3, lambda: now[0]) == 0.0
+    assert throttle.reserve(3, clock) == 0.0
+
+
+def test_the_throttle_counts_a_hand_over_until_a_second_after_it_ends() -> None:
+    now = [0.0]
+
+    def clock() -> float:
+        return now[0]
+
+    throttle = Throttle(2)
+    assert throttle.reserve(2, clock) == 0.0
+    now[0] = 5.0  # a hand-over that took five seconds: still counted while under way
+    assert throttle.reserve(1, clock) == pytest.approx(1.0)
+    throttle.finish(2, clock)
+    now[0] = 5.5
+    assert throttle.reserve(1, clock) == pytest.approx(0.5)
+    now[0] = 6.0
+    assert throttle.reserve(2, clock) == 0.0
 
 
 def test_a_single_attempt_returns_the_error_and_never_retries() -> None:

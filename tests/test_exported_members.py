@@ -26,6 +26,8 @@ SPEC_NAMES = {
     # section 4: the facade
     "Mailer", "Message", "Notification", "Attachment", "DeliveryReport", "VerifyResult",
     "verify_smtp",
+    # section 7: asyncio (AsyncSmtpTransport comes with the asyncio SMTP driver)
+    "AsyncTransport", "AsyncMemoryTransport", "AsyncMailer",
 }  # fmt: skip
 
 

@@ -47,11 +47,11 @@ from notifymail.settings import (
 )
 
 if TYPE_CHECKING:
-    from notifymail.mailer import DeliveryReport, Mailer
+    from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
-    from notifymail.transport.base import Transport
+    from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
-    from notifymail.transport.memory import MemoryTransport, Sent
+    from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
@@ -64,6 +64,9 @@ logging.getLogger("notifymail").addHandler(logging.NullHandler())
 
 # Imported on first use (see notifymail._lazy).
 _LAZY = {
+    "AsyncMailer": "notifymail.mailer",
+    "AsyncMemoryTransport": "notifymail.transport.memory",
+    "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
     "Delivery": "notifymail.values",
@@ -83,6 +86,9 @@ _LAZY = {
 
 
 __all__ = [
+    "AsyncMailer",
+    "AsyncMemoryTransport",
+    "AsyncTransport",
     "Attachment",
     "AuthenticationFailed",
     "Batch",

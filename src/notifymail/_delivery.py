@@ -13,9 +13,10 @@ calls and ``AsyncMailer`` with ``await``, so neither holds a copy of the rules.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING
@@ -31,9 +32,11 @@ __all__ = [
     "DeliveryReport",
     "HandOver",
     "Handed",
+    "Lanes",
     "Tally",
     "Throttle",
     "hand_over",
+    "is_throttling",
     "log_summary",
     "send_report",
 ]
@@ -98,12 +101,13 @@ class Handed:
 HandOver = Generator[Attempt, "Delivery | DeliveryError", Handed]
 
 
-def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
+def hand_over(envelope: Envelope, retry: RetryPolicy, lanes: Lanes | None = None) -> HandOver:
     """Deliver one envelope with retries: yields attempts, is sent their outcomes.
 
     Only recipients that have not accepted are ever tried again: the whole envelope
     after a retryable error, the recipients alone after a 4xx refusal. Returns (as the
-    generator's value) what became of every recipient.
+    generator's value) what became of every recipient. Each outcome is shown to
+    ``lanes``, whose width a throttling server narrows.
     """
     deliveries: list[Delivery] = []
     accepted: dict[str, None] = {}
@@ -114,6 +118,8 @@ def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
     wait = 0.0
     while True:
         outcome = yield Attempt(pending, wait)
+        if lanes is not None:
+            lanes.observe(outcome)
         error: DeliveryError | None = None
         if isinstance(outcome, DeliveryError):
             error = outcome
@@ -148,6 +154,57 @@ def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
         failed=failed,
         error=error,
     )
+
+
+_THROTTLING = re.compile(r"throttl|rate.?limit|too many|too fast|slow down", re.IGNORECASE)
+
+
+def is_throttling(reply: Reply) -> bool:
+    """A reply by which a server says it is being sent too much: 421 (closing), or a 4xx
+    whose enhanced status is 4.7.x or whose text says so.
+    """
+    if reply.code == 421:
+        return True
+    return reply.is_transient and (
+        reply.text.startswith("4.7.") or _THROTTLING.search(reply.text) is not None
+    )
+
+
+class Lanes:
+    """The envelopes of one ``notify`` and how many may be handed over at once.
+
+    ``width`` lanes start, as many as the transport's concurrency (and no more than
+    there are envelopes); each takes the next envelope while its number is below the
+    current limit. Every throttling reply (`is_throttling`) lowers the limit by
+    one, never below one, for the rest of the ``notify``: a lane above it finishes the
+    envelope in its hands and stops, and lane 0 always runs, so every envelope is taken
+    exactly once. Safe for threads and tasks.
+    """
+
+    def __init__(self, envelopes: Iterable[Envelope], concurrency: int) -> None:
+        self._pending = deque(envelopes)
+        self._lock = threading.Lock()
+        self.width = max(1, min(concurrency, len(self._pending)))
+        self._limit = self.width
+
+    def next(self, lane: int) -> Envelope | None:
+        """The next envelope for ``lane``, or None when it should stop."""
+        with self._lock:
+            if lane >= self._limit or not self._pending:
+                return None
+            return self._pending.popleft()
+
+    def observe(self, outcome: Delivery | DeliveryError) -> None:
+        """Narrow the lanes by one when ``outcome`` says the server is throttling."""
+        if isinstance(outcome, DeliveryError):
+            replies = [outcome.reply, *outcome.refused.values()]
+        else:
+            replies = list(outcome.refused.values())
+        if any(reply is not None and is_throttling(reply) for reply in replies):
+            with self._lock:
+                if self._limit > 1:
+                    self._limit -= 1
+                    logger.info("server is throttling: %d envelope(s) at once", self._limit)
 
 
 class Tally:
@@ -196,29 +253,44 @@ class Throttle:
     It never sleeps: it answers how long to wait, and the caller waits that long (with a
     blocking sleep or an ``await``) before asking again, so one object serves both
     facades. It reads the caller's clock under its lock, so admissions are recorded in
-    the order of their times: a time read outside the lock could be overtaken by another
-    thread's later one and let a window overfill. Recipients count from the moment they
-    are admitted. A batch larger than ``rate`` is admitted alone, once the window is
-    empty, rather than never.
+    the order of their times.
+
+    A recipient counts from the moment it is admitted until one second after its
+    hand-over is over (`finish`). The server sees it somewhere in between, however
+    late the hand-over started or however long it took, so no one-second window at the
+    server holds more than ``rate``: a window counted from admission alone would let a
+    hand-over that was admitted early and reached the server late share a window with
+    the next second's admissions. A batch larger than ``rate`` is admitted alone, once
+    nothing else counts, rather than never.
     """
 
     def __init__(self, rate: int) -> None:
         self._rate = rate
         self._lock = threading.Lock()
-        self._admitted: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
-        self._in_window = 0
+        self._in_flight = 0  # admitted, hand-over not over
+        self._finished: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
+        self._in_window = 0  # recipients in _finished
 
     def reserve(self, recipients: int, clock: Callable[[], float]) -> float:
         """Admit ``recipients`` now and return 0.0, or return the seconds to wait first."""
         with self._lock:
             now = clock()
-            while self._admitted and self._admitted[0][0] <= now:
-                self._in_window -= self._admitted.popleft()[1]
-            if not self._admitted or self._in_window + recipients <= self._rate:
-                self._admitted.append((now + _WINDOW, recipients))
-                self._in_window += recipients
+            while self._finished and self._finished[0][0] <= now:
+                self._in_window -= self._finished.popleft()[1]
+            counted = self._in_flight + self._in_window
+            if counted == 0 or counted + recipients <= self._rate:
+                self._in_flight += recipients
                 return 0.0
-            return max(self._admitted[0][0] - now, _MIN_WAIT)
+            # A hand-over still under way frees its room a second after it ends, at best.
+            soonest = self._finished[0][0] - now if self._finished else _WINDOW
+            return max(soonest, _MIN_WAIT)
+
+    def finish(self, recipients: int, clock: Callable[[], float]) -> None:
+        """The hand-over of ``recipients`` admitted earlier is over (done or failed)."""
+        with self._lock:
+            self._in_flight -= recipients
+            self._finished.append((clock() + _WINDOW, recipients))
+            self._in_window += recipients
 
 
 def send_report(handed: Handed) -> DeliveryReport:

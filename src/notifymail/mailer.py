@@ -1,19 +1,26 @@
-"""The facade a host application talks to: it decides (policy), composes (message) and
-hands over (transport), retrying and pacing the hand-over, and does nothing else itself.
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio
+twin [`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and
+hand over (transport), retrying and pacing the hand-over by the rules of the shared core
+(``_delivery``), and do nothing else themselves.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
 from notifymail._delivery import (
     DeliveryReport,
     Handed,
+    Lanes,
     Tally,
     Throttle,
     hand_over,
@@ -30,17 +37,74 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import Transport
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
-    from notifymail.settings import EmailSettings
+    from notifymail.policy import Batch
+    from notifymail.settings import EmailSettings, SmtpSettings
     from notifymail.verify import VerifyResult
 
-__all__ = ["DeliveryReport", "Mailer"]
+__all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
+
+_T = TypeVar("_T", Transport, AsyncTransport)
+
+# An asyncio notify composes its envelopes this many batches at a time, yielding to the
+# event loop in between, so a notification to thousands never holds the loop for long.
+_COMPOSE_CHUNK = 200
 
 
-class Mailer:
+class _Facade(Generic[_T]):
+    """What both facades share: their settings, transport, directory, throttle, policy."""
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        transport: _T,
+        directory: Directory | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.transport: _T = transport
+        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self._clock = clock
+        rate = settings.delivery.max_recipients_per_second
+        self._throttle = None if rate is None else Throttle(rate)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+
+    def check_recipients(
+        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
+    ) -> None:
+        """[`check_recipients`][notifymail.check_recipients] with this mailer's settings and
+        directory."""
+        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
+
+    def suggest_recipients(
+        self, viewer: Person, *, everyone_group: str | None = None
+    ) -> list[Person]:
+        """[`suggest_recipients`][notifymail.suggest_recipients] with this mailer's settings
+        and directory."""
+        return suggest_recipients(
+            viewer, self.directory, self.settings, everyone_group=everyone_group
+        )
+
+    def _batches(self, notification: Notification) -> list[Batch]:
+        return plan_delivery(notification.recipients, self.directory, self.settings)
+
+    def _envelope(self, message: Message) -> Envelope:
+        from notifymail._compose import compose  # the email package loads on first use
+
+        return compose(message, self.settings.active_sender)
+
+    def _envelopes(self, notification: Notification, batches: list[Batch]) -> list[Envelope]:
+        from notifymail._compose import compose_notification  # as in _envelope
+
+        return compose_notification(notification, self.settings.active_sender, batches)
+
+
+class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
@@ -60,16 +124,13 @@ class Mailer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        self.settings = settings
-        self.transport = transport if transport is not None else _smtp_transport(settings)
-        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
-        self._clock = clock
-        self._sleep = sleep
-        rate = settings.delivery.max_recipients_per_second
-        self._throttle = None if rate is None else Throttle(rate)
+        if transport is None:
+            smtp = _active_smtp(settings)
+            from notifymail.transport.smtp import SmtpTransport
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+            transport = SmtpTransport(smtp)
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
 
     def __enter__(self) -> Self:
         """Keep one connection for every send inside the block (opened by the first)."""
@@ -90,9 +151,7 @@ class Mailer:
         Retryable errors are retried; partial refusals come back in the report. Raises the
         [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
-        from notifymail._compose import compose  # the email package, on first use
-
-        envelope = compose(message, self.settings.active_sender)
+        envelope = self._envelope(message)
         with self:  # one connection for the retries too
             return send_report(self._hand_over(envelope))
 
@@ -105,44 +164,16 @@ class Mailer:
         what failed is in the report. An invalid address or header raises
         [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
-        from notifymail._compose import compose_notification  # as in send
-
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
-        envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = Tally()
+        batches = self._batches(notification)
+        envelopes = self._envelopes(notification, batches)
         with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                tally.add(self._hand_over(envelope))
-        report = tally.report()
+            report = self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
 
-    def check_recipients(
-        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
-    ) -> None:
-        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
-        settings, directory."""
-        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
-
-    def suggest_recipients(
-        self, viewer: Person, *, everyone_group: str | None = None
-    ) -> list[Person]:
-        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
-        mailer's settings, directory."""
-        return suggest_recipients(
-            viewer, self.directory, self.settings, everyone_group=everyone_group
-        )
-
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
-        return self.send(
-            Message(
-                to=(to,),
-                subject="Test email from notifymail",
-                text=_TEST_TEXT,
-                html=_TEST_HTML,
-            )
-        )
+        return self.send(_test_message(to))
 
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
@@ -159,9 +190,30 @@ class Mailer:
         result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
         return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
-    def _hand_over(self, envelope: Envelope) -> Handed:
+    def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in threads."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            lane(0)
+        else:
+            with ThreadPoolExecutor(lanes.width, thread_name_prefix="notifymail") as pool:
+                running = [
+                    pool.submit(contextvars.copy_context().run, lane, number)
+                    for number in range(lanes.width)
+                ]
+            for future in running:
+                future.result()
+        return tally.report()
+
+    def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
-        plan = hand_over(envelope, self.settings.delivery.retry)
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
         step = next(plan)
         while True:
             if step.wait:
@@ -178,14 +230,212 @@ class Mailer:
         Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                self._sleep(wait)
+        pacer = (
+            None if self._throttle is None else _Pacer(self._throttle, self._clock, self._sleep)
+        )
+        token = PACER.set(pacer)
         try:
             return self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class AsyncMailer(_Facade[AsyncTransport]):
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition,
+    report, retries, throttle and errors, awaited, never blocking the event loop.
+
+    Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
+    ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
+    loop. Use it with ``async with`` to keep one connection for every send inside the
+    block; tasks may share it, and the throttle holds across all of them.
+    ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
+    [`Mailer`][notifymail.Mailer].
+    """
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        transport: AsyncTransport | None = None,
+        directory: Directory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if transport is None:
+            smtp = _active_smtp(settings)
+            # The asyncio SMTP driver, imported only by the mailers that need it.
+            driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
+            transport = cast(AsyncTransport, driver(smtp))
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Self:
+        """Keep one connection for every send inside the block (opened by the first)."""
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc, traceback)
+
+    async def send(self, message: Message) -> DeliveryReport:
+        """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
+        envelope = self._envelope(message)
+        async with self:  # one connection for the retries too
+            return send_report(await self._hand_over(envelope))
+
+    async def notify(self, notification: Notification) -> DeliveryReport:
+        """Send an alert or subscription to its recipients, as
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
+        batches = self._batches(notification)
+        envelopes: list[Envelope] = []
+        for start in range(0, len(batches), _COMPOSE_CHUNK):
+            chunk = batches[start : start + _COMPOSE_CHUNK]
+            envelopes += self._envelopes(notification, chunk)
+            await asyncio.sleep(0)
+        async with self:  # one connection for every envelope, even outside the host's block
+            report = await self._hand_over_all(envelopes)
+        log_summary(len(envelopes), report)
+        return report
+
+    async def send_test_email(self, to: str) -> DeliveryReport:
+        """Send a short message to ``to`` saying that email is set up."""
+        return await self.send(_test_message(to))
+
+    async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
+        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+
+        The check runs in a worker thread, off the event loop. A transport's
+        ``ssl_context``, when it has one, is used, so a private CA given to the transport
+        is trusted here too.
+        """
+        import ssl
+
+        from notifymail.verify import verify_smtp
+
+        smtp = _active_smtp(self.settings)
+        context = getattr(self.transport, "ssl_context", None)
+        return await asyncio.to_thread(
+            verify_smtp,
+            smtp,
+            autocorrect=autocorrect,
+            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
+        )
+
+    async def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in tasks."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        async def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(await self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            await lane(0)
+        else:
+            running = [asyncio.ensure_future(lane(number)) for number in range(lanes.width)]
+            try:
+                await asyncio.gather(*running)
+            finally:  # an error (or a cancellation) in one lane stops the others
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+        return tally.report()
+
+    async def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
+        step = next(plan)
+        while True:
+            if step.wait:
+                await self._sleep(step.wait)
+            try:
+                step = plan.send(await self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
+        pacer = (
+            None
+            if self._throttle is None
+            else _AsyncPacer(self._throttle, self._clock, self._sleep)
+        )
+        token = ASYNC_PACER.set(pacer)
+        try:
+            return await self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
+        finally:
+            ASYNC_PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class _Reservations:
+    """One attempt's view of its mailer's throttle: what it admitted, to finish after."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        self._throttle = throttle
+        self._clock = clock
+        self._admitted = 0
+
+    def reserve(self, recipients: int) -> float:
+        wait = self._throttle.reserve(recipients, self._clock)
+        if not wait:
+            self._admitted += recipients
+        return wait
+
+    def finish(self) -> None:
+        if self._admitted:
+            self._throttle.finish(self._admitted, self._clock)
+            self._admitted = 0
+
+
+class _Pacer(_Reservations):
+    """The `Pacer` a ``Mailer`` installs for one attempt."""
+
+    def __init__(
+        self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    def wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class _AsyncPacer(_Reservations):
+    """The asyncio pacer an ``AsyncMailer`` installs for one attempt."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    async def wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+
+def _active_smtp(settings: EmailSettings) -> SmtpSettings:
+    smtp = settings.active_smtp
+    if smtp is None:
+        raise _no_server()
+    return smtp
 
 
 def _no_server() -> ConfigError:
@@ -194,13 +444,10 @@ def _no_server() -> ConfigError:
     )
 
 
-def _smtp_transport(settings: EmailSettings) -> Transport:
-    smtp = settings.active_smtp
-    if smtp is None:
-        raise _no_server()
-    from notifymail.transport.smtp import SmtpTransport
-
-    return SmtpTransport(smtp)
+def _test_message(to: str) -> Message:
+    return Message(
+        to=(to,), subject="Test email from notifymail", text=_TEST_TEXT, html=_TEST_HTML
+    )
 
 
 _TEST_TEXT = (

@@ -19,10 +19,10 @@ from typing_extensions import override
 
 from notifymail._address import address_key, normalize_address
 from notifymail.errors import error_for_reply
-from notifymail.transport.base import Transport
+from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope, Reply
 
-__all__ = ["MemoryTransport", "Sent", "read_back"]
+__all__ = ["AsyncMemoryTransport", "MemoryTransport", "Sent", "read_back"]
 
 _NO_SUCH_USER = Reply(550, "5.1.1 No such user")
 
@@ -104,14 +104,8 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
     return content if isinstance(content, str) else None
 
 
-class MemoryTransport(Transport):
-    """Keeps every delivered envelope in `outbox`; never opens a socket.
-
-    ``outbox`` belongs to the instance. Script failures with
-    [`fail_next`][notifymail.transport.memory.MemoryTransport.fail_next] (the next envelopes raise)
-    and [`refuse`][notifymail.transport.memory.MemoryTransport.refuse] (those recipients are
-    refused from now on).
-    """
+class _Recorder:
+    """The memory transports' outbox, scripts and delivery, shared by both twins."""
 
     def __init__(self) -> None:
         self.outbox: list[Sent] = []
@@ -137,8 +131,7 @@ class MemoryTransport(Transport):
         with self._outbox_lock:
             self._refused.update(dict.fromkeys(keys, reply))
 
-    @override
-    def deliver(self, envelope: Envelope) -> Delivery:
+    def _record_delivery(self, envelope: Envelope) -> Delivery:
         envelope.raw  # noqa: B018 - render first, as SMTP would, so header errors surface
         with self._outbox_lock:
             failure = self._failures.pop(0) if self._failures else None
@@ -158,3 +151,31 @@ class MemoryTransport(Transport):
         with self._outbox_lock:
             self.outbox.append(sent)
         return Delivery(envelope.message_id, accepted, refused)
+
+
+class MemoryTransport(_Recorder, Transport):
+    """Keeps every delivered envelope in `outbox`; never opens a socket.
+
+    ``outbox`` belongs to the instance. Script failures with `fail_next` (the next
+    envelopes raise) and `refuse` (those recipients are refused from now on).
+    """
+
+    @override
+    def deliver(self, envelope: Envelope) -> Delivery:
+        return self._record_delivery(envelope)
+
+
+class AsyncMemoryTransport(_Recorder, AsyncTransport):
+    """The asyncio twin of [`MemoryTransport`][notifymail.MemoryTransport]: the same
+    ``outbox``, ``clear``, ``fail_next`` and ``refuse``; never opens a socket.
+
+    Each delivery yields to the event loop once, as a network transport would, so a
+    notification to thousands never holds the loop for long.
+    """
+
+    @override
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        import asyncio  # here, so the blocking twin's users never pay for importing it
+
+        await asyncio.sleep(0)
+        return self._record_delivery(envelope)
