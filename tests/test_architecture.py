@@ -60,7 +60,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
         # _queue holds the Outbox protocol (SqliteOutbox is in outbox), and the
         # Suppressions protocol belongs in this layer too (in _delivery, beside the
         # functions that apply a suppression list), not in suppressions.
-        frozenset({"_delivery", "_queue", "mailer"}),
+        frozenset({"_delivery", "_drain", "_queue", "mailer"}),
     ),
     (
         "outbox, suppressions and workers",
