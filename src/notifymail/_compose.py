@@ -6,7 +6,8 @@ name no one. A notification's body (alternatives, inline images, attachments) is
 once and shared by every envelope; only the top-level headers differ between them.
 
 It is kept apart from `notifymail.message` because it needs the email package,
-which costs more start-up time than the rest of notifymail: it is imported on first use.
+which costs more start-up time than the rest of notifymail: it loads with the mailer,
+not with ``import notifymail`` or a message.
 """
 
 from __future__ import annotations

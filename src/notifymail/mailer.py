@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
+from notifymail._compose import compose, compose_notification
 from notifymail._delivery import (
     DeliveryReport,
     Handed,
@@ -93,16 +94,6 @@ class _Facade(Generic[_T]):
     def _batches(self, notification: Notification) -> list[Batch]:
         return plan_delivery(notification.recipients, self.directory, self.settings)
 
-    def _envelope(self, message: Message) -> Envelope:
-        from notifymail._compose import compose  # the email package loads on first use
-
-        return compose(message, self.settings.active_sender)
-
-    def _envelopes(self, notification: Notification, batches: list[Batch]) -> list[Envelope]:
-        from notifymail._compose import compose_notification  # as in _envelope
-
-        return compose_notification(notification, self.settings.active_sender, batches)
-
 
 class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
@@ -151,7 +142,7 @@ class Mailer(_Facade[Transport]):
         Retryable errors are retried; partial refusals come back in the report. Raises the
         [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
-        envelope = self._envelope(message)
+        envelope = compose(message, self.settings.active_sender)
         with self:  # one connection for the retries too
             return send_report(self._hand_over(envelope))
 
@@ -165,7 +156,7 @@ class Mailer(_Facade[Transport]):
         [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
         batches = self._batches(notification)
-        envelopes = self._envelopes(notification, batches)
+        envelopes = compose_notification(notification, self.settings.active_sender, batches)
         with self:  # one connection for every envelope, even outside the host's block
             report = self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
@@ -288,7 +279,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
 
     async def send(self, message: Message) -> DeliveryReport:
         """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
-        envelope = self._envelope(message)
+        envelope = compose(message, self.settings.active_sender)
         async with self:  # one connection for the retries too
             return send_report(await self._hand_over(envelope))
 
@@ -299,7 +290,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
         envelopes: list[Envelope] = []
         for start in range(0, len(batches), _COMPOSE_CHUNK):
             chunk = batches[start : start + _COMPOSE_CHUNK]
-            envelopes += self._envelopes(notification, chunk)
+            envelopes += compose_notification(notification, self.settings.active_sender, chunk)
             await asyncio.sleep(0)
         async with self:  # one connection for every envelope, even outside the host's block
             report = await self._hand_over_all(envelopes)

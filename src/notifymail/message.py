@@ -4,8 +4,8 @@ Every address is validated and every header value checked for line breaks and co
 characters when a ``Message`` or ``Notification`` is made; composition then refuses
 what only the email package's decoding reveals (an RFC 2047 encoded word that decodes
 to a line break), so ``InvalidMessage`` still comes before anything is sent.
-``notifymail._compose`` turns them into envelopes; it needs the email package, which
-is imported on first use.
+``notifymail._compose`` turns them into envelopes, with the email package, which this
+module does without.
 """
 
 from __future__ import annotations
