@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
+from notifymail._compose import compose, compose_notification
 from notifymail._delivery import (
     Attempt,
     DeliveryReport,
@@ -32,7 +33,7 @@ from notifymail._delivery import (
 from notifymail._drain import Drain, StoreCall, drain
 from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
-from notifymail.message import Message, Notification, compose, compose_notification
+from notifymail.message import Message, Notification
 from notifymail.policy import (
     Directory,
     InMemoryDirectory,
