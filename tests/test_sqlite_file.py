@@ -51,10 +51,11 @@ def test_the_outbox_and_another_notifymail_table_share_one_file(tmp_path: Path) 
         again.close()
 
 
-def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("round_", range(5))
+def test_connections_opening_a_new_file_at_once_all_succeed(tmp_path: Path, round_: int) -> None:
     path = tmp_path / "mail.db"
     errors: list[BaseException] = []
-    start = threading.Barrier(4)
+    start = threading.Barrier(6)
 
     def open_it() -> None:
         start.wait()
@@ -63,7 +64,7 @@ def test_processes_opening_a_new_file_at_once_all_succeed(tmp_path: Path) -> Non
         except BaseException as error:
             errors.append(error)
 
-    threads = [threading.Thread(target=open_it) for _ in range(4)]
+    threads = [threading.Thread(target=open_it) for _ in range(6)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -92,7 +92,8 @@ def _check_header(path: str) -> None:
 def _prepare(connection: sqlite3.Connection, path: str, schema: Sequence[str]) -> None:
     try:
         connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
-        _check_identity(connection, path)
+        with transaction(connection, write=False):  # one snapshot: another may be making it
+            _check_identity(connection, path)
         problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise _corrupt(path, problems[0])
