@@ -21,7 +21,7 @@ from notifymail._queue import Claim, DeliveryQueue, Settled
 from notifymail.errors import ConnectionFailed, DeliveryError
 from notifymail.values import Delivery
 
-__all__ = ["Drain", "StoreCall", "drain"]
+__all__ = ["Drain", "StoreCall", "advance", "drain"]
 
 logger = logging.getLogger("notifymail.mailer")
 
@@ -84,6 +84,19 @@ def drain(queue: DeliveryQueue, limit: int | None) -> Drain:
                 yield StoreCall(functools.partial(queue.release, unsettled))
             raise
     return tally.report()
+
+
+def advance(
+    plan: Drain, answer: object, error: BaseException | None
+) -> StoreCall | Attempt | DeliveryReport:
+    """The plan's next instruction, given the last one's ``answer`` or ``error``; its
+    report once it is done. Thrown in, an error lets the plan give back what it holds
+    before it raises the error again."""
+    try:
+        return plan.send(answer) if error is None else plan.throw(error)
+    except StopIteration as done:
+        report: DeliveryReport = done.value
+        return report
 
 
 def _server_unavailable(error: DeliveryError) -> bool:

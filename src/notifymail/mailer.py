@@ -30,7 +30,7 @@ from notifymail._delivery import (
     log_summary,
     send_report,
 )
-from notifymail._drain import Drain, StoreCall, drain
+from notifymail._drain import Drain, StoreCall, advance, drain
 from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
@@ -233,14 +233,8 @@ class Mailer(_Facade[Transport]):
         answer: object = None
         error: BaseException | None = None
         with self:  # one connection for the whole call
-            while True:
-                try:
-                    # Thrown in, an error lets the plan give back what it holds first.
-                    step = plan.send(answer) if error is None else plan.throw(error)
-                except StopIteration as done:
-                    report: DeliveryReport = done.value
-                    return report
-                error = None
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
                 try:
                     if isinstance(step, Attempt):
                         answer = self._attempt(step.envelope)
@@ -248,6 +242,7 @@ class Mailer(_Facade[Transport]):
                         answer = step.call()
                 except BaseException as raised:
                     error = raised
+        return step
 
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
@@ -399,14 +394,8 @@ class AsyncMailer(_Facade[AsyncTransport]):
         answer: object = None
         error: BaseException | None = None
         async with self:  # one connection for the whole call
-            while True:
-                try:
-                    # Thrown in, an error lets the plan give back what it holds first.
-                    step = plan.send(answer) if error is None else plan.throw(error)
-                except StopIteration as done:
-                    report: DeliveryReport = done.value
-                    return report
-                error = None
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
                 try:
                     if isinstance(step, Attempt):
                         answer = await self._attempt(step.envelope)
@@ -414,6 +403,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
                         answer = await _in_thread(step)
                 except BaseException as raised:
                     error = raised
+        return step
 
     async def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
