@@ -31,7 +31,7 @@ from sinks import running_sink
 
 import notifymail as nm
 from notifymail._address import normalize_address
-from notifymail.message import compose_notification
+from notifymail._compose import compose_notification
 from notifymail.policy import plan_delivery
 
 
