@@ -28,8 +28,8 @@ from celery import Celery
 
 import notifymail as nm
 from celery_cluster import RedisServer, StampingHandler, Workers, busiest_second, wait_until
+from notifymail._compose import compose_notification
 from notifymail.celery import CeleryOutbox, CeleryStatus
-from notifymail.message import compose_notification
 from smtp_servers import SmtpServer, start_smtp_server
 
 SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="reports@example.com"))

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import notifymail as nm
 from notifymail._address import ascii_domain
-from notifymail.message import compose, compose_notification
+from notifymail._compose import compose, compose_notification
 from notifymail.protocol import _dot_stuffed
 
 LOCAL_PARTS = ["ann", "Ann.Lee", "o'neil+tag", "x_y=z", "jösé"]

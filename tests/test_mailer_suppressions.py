@@ -292,3 +292,88 @@ def test_the_async_mailer_reads_and_writes_the_list_off_the_event_loop() -> None
 
     assert [name for name, _ in calls] == ["is_suppressed", "is_suppressed", "add"]
     assert all(thread is not loop_thread for _, thread in calls)
+
+
+# --- the outbox: enqueue leaves suppressed recipients out, deliver_queued adds hard bounces
+
+
+def outbox_mailer(
+    server: SmtpServer, path: Path, suppressions: nm.Suppressions
+) -> tuple[nm.Mailer, nm.SqliteOutbox]:
+    outbox = nm.SqliteOutbox(path)
+    settings = nm.EmailSettings(
+        sender=nm.SenderSettings(from_address="alerts@example.com"), smtp=server.settings()
+    )
+    return nm.Mailer(settings, suppressions=suppressions, outbox=outbox), outbox
+
+
+def test_enqueue_stores_nothing_for_suppressed_recipients_and_they_never_reach_rcpt(
+    smtp_server: StartServer, tmp_path: Path
+) -> None:
+    server, handler = rcpt_server(smtp_server)
+    path = tmp_path / "mail.db"
+    with nm.SqliteSuppressions(path) as suppressions:  # the outbox's own file
+        suppressions.add("bob@example.com", "unsubscribed")
+        mailer, outbox = outbox_mailer(server, path, suppressions)
+        with outbox:
+            queued = mailer.enqueue(alert(*HOLDERS))
+            report = mailer.deliver_queued()
+
+    assert (queued.envelopes, queued.recipients) == (2, 2)
+    assert sorted(report.accepted) == ["ann@example.com", "cat@example.com"]
+    assert sorted(handler.rcpt_to) == ["ann@example.com", "cat@example.com"]
+
+
+def test_enqueue_of_system_mail_ignores_the_list(smtp_server: StartServer, tmp_path: Path) -> None:
+    server, handler = rcpt_server(smtp_server)
+    suppressions = nm.InMemorySuppressions()
+    suppressions.add("bob@example.com", "unsubscribed")
+    mailer, outbox = outbox_mailer(server, tmp_path / "mail.db", suppressions)
+    with outbox:
+        mailer.enqueue(nm.Message(["bob@example.com"], "Reset your password", text="Here."))
+        report = mailer.deliver_queued()
+
+    assert report.accepted == ("bob@example.com",)
+    assert handler.rcpt_to == ["bob@example.com"]
+
+
+def test_deliver_queued_adds_a_5_1_1_refusal_as_a_hard_bounce(
+    smtp_server: StartServer, tmp_path: Path
+) -> None:
+    server, handler = rcpt_server(smtp_server, **{"gone@example.com": NO_SUCH_USER})
+    suppressions = nm.InMemorySuppressions()
+    mailer, outbox = outbox_mailer(server, tmp_path / "mail.db", suppressions)
+    with outbox:
+        mailer.enqueue(alert("ann@example.com", "gone@example.com"))
+        report = mailer.deliver_queued()
+        handler.rcpt_to.clear()
+        again = mailer.enqueue(alert("ann@example.com", "gone@example.com"))
+
+    assert "gone@example.com" in report.refused
+    assert suppressions.reason("gone@example.com") == "hard bounce"
+    assert again.recipients == 1
+
+
+def test_the_async_mailer_leaves_suppressed_recipients_out_of_the_outbox(tmp_path: Path) -> None:
+    suppressions = nm.InMemorySuppressions()
+    suppressions.add("bob@example.com", "unsubscribed")
+    transport = nm.AsyncMemoryTransport()
+    transport.refuse("gone@example.com", reply=nm.Reply(550, "5.1.1 No such user"))
+    settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
+
+    async def enqueue_and_deliver() -> tuple[int, nm.DeliveryReport]:
+        with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+            mailer = nm.AsyncMailer(
+                settings, transport=transport, suppressions=suppressions, outbox=outbox
+            )
+            queued = await mailer.enqueue(
+                alert("ann@example.com", "bob@example.com", "gone@example.com")
+            )
+            return queued.recipients, await mailer.deliver_queued()
+
+    stored, report = asyncio.run(enqueue_and_deliver())
+
+    assert stored == 2
+    assert report.accepted == ("ann@example.com",)
+    assert [sent.recipients for sent in transport.outbox] == [("ann@example.com",)]
+    assert suppressions.reason("gone@example.com") == "hard bounce"

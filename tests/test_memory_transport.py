@@ -12,7 +12,7 @@ import pytest
 
 import notifymail as nm
 from facades import memory_transport
-from notifymail.message import compose, compose_notification
+from notifymail._compose import compose, compose_notification
 from notifymail.policy import Batch
 
 SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme")

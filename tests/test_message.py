@@ -14,7 +14,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import notifymail as nm
-from notifymail.message import compose, compose_notification, validate_recipients
+from notifymail._compose import compose, compose_notification
+from notifymail.message import validate_recipients
 from notifymail.policy import Batch
 from notifymail.transport.memory import read_back
 

@@ -50,6 +50,7 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.outbox import DeadMail, Outbox, OutboxStatus, Queued, SqliteOutbox
     from notifymail.suppressions import InMemorySuppressions, SqliteSuppressions, Suppressions
     from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
@@ -58,6 +59,7 @@ if TYPE_CHECKING:
     from notifymail.unsubscribe import UnsubscribeTokens
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
+    from notifymail.worker import OutboxWorker
 
 __version__ = "0.1.0"
 
@@ -72,6 +74,7 @@ _LAZY = {
     "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
+    "DeadMail": "notifymail.outbox",
     "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
     "Envelope": "notifymail.values",
@@ -80,9 +83,14 @@ _LAZY = {
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
     "Notification": "notifymail.message",
+    "Outbox": "notifymail.outbox",
+    "OutboxStatus": "notifymail.outbox",
+    "OutboxWorker": "notifymail.worker",
+    "Queued": "notifymail.outbox",
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
+    "SqliteOutbox": "notifymail.outbox",
     "SqliteSuppressions": "notifymail.suppressions",
     "Suppressions": "notifymail.suppressions",
     "Transport": "notifymail.transport.base",
@@ -102,6 +110,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ConsoleTransport",
+    "DeadMail",
     "Delivery",
     "DeliveryError",
     "DeliveryReport",
@@ -123,10 +132,14 @@ __all__ = [
     "Message",
     "Notification",
     "NotifymailError",
+    "Outbox",
+    "OutboxStatus",
+    "OutboxWorker",
     "PermanentFailure",
     "PermissionDenied",
     "Person",
     "Plan",
+    "Queued",
     "RecipientNotAllowed",
     "RecipientPolicy",
     "Reply",
@@ -137,6 +150,7 @@ __all__ = [
     "Sent",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteOutbox",
     "SqliteSuppressions",
     "SuggestionMode",
     "Suppressions",

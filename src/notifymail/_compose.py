@@ -6,7 +6,8 @@ name no one. A notification's body (alternatives, inline images, attachments) is
 once and shared by every envelope; only the top-level headers differ between them.
 
 It is kept apart from `notifymail.message` because it needs the email package,
-which costs more start-up time than the rest of notifymail: it is imported on first use.
+which costs more start-up time than the rest of notifymail: it loads with the mailer,
+not with ``import notifymail`` or a message.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from email import quoprimime
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email.message import EmailMessage, MIMEPart
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from notifymail._address import (
     ATEXT,
@@ -42,10 +43,9 @@ from notifymail.message import (
 from notifymail.values import Envelope
 
 if TYPE_CHECKING:
-    from notifymail.message import _Batch
     from notifymail.settings import SenderSettings
 
-__all__ = ["compose_batches", "compose_message"]
+__all__ = ["compose", "compose_notification"]
 
 
 class _HeaderRegistry(HeaderRegistry):
@@ -420,18 +420,36 @@ class _Headers:
         return b"".join(lines)
 
 
-def compose_message(message: Message, sender: SenderSettings) -> Envelope:
-    """`notifymail.message.compose`."""
+def compose(message: Message, sender: SenderSettings) -> Envelope:
+    """System mail: one envelope to to, cc and bcc (each once), ``To``/``Cc`` as given.
+
+    ``Reply-To`` is the message's ``reply_to`` when given, else the sender's. No ``Bcc``
+    header is ever written; a message to bcc alone is ``To: undisclosed-recipients:;``.
+    """
     body = _body(message)
     headers = _Headers(message, sender, message.reply_to or sender.reply_to, body)
     to = message.to if message.to or message.cc else None
     return headers.envelope(message.recipients, to, message.cc)
 
 
-def compose_batches(
+class _Batch(Protocol):
+    """What `compose_notification` needs of ``notifymail.policy.Batch``."""
+
+    @property
+    def recipients(self) -> tuple[str, ...]: ...
+
+    @property
+    def hidden(self) -> bool: ...
+
+
+def compose_notification(
     notification: Notification, sender: SenderSettings, batches: Sequence[_Batch]
 ) -> list[Envelope]:
-    """`notifymail.message.compose_notification`."""
+    """One envelope per batch, all sharing one body; each with its own ``Message-ID``.
+
+    A hidden batch is addressed ``To: undisclosed-recipients:;`` with no ``Cc``: its
+    headers name no recipient. A visible batch lists every recipient in ``To``.
+    """
     headers = _Headers(notification, sender, sender.reply_to, _body(notification))
     envelopes = []
     for batch in batches:

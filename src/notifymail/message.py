@@ -4,8 +4,8 @@ Every address is validated and every header value checked for line breaks and co
 characters when a ``Message`` or ``Notification`` is made; composition then refuses
 what only the email package's decoding reveals (an RFC 2047 encoded word that decodes
 to a line break), so ``InvalidMessage`` still comes before anything is sent.
-`compose` and `compose_notification` turn them into envelopes; they live in
-``notifymail._compose`` with the email package, which is imported on first use.
+``notifymail._compose`` turns them into envelopes, with the email package, which this
+module does without.
 """
 
 from __future__ import annotations
@@ -14,23 +14,11 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Protocol
 
 from notifymail._address import address_key, has_control_character, normalize_address
 from notifymail.errors import InvalidMessage
 
-if TYPE_CHECKING:
-    from notifymail.settings import SenderSettings
-    from notifymail.values import Envelope
-
-__all__ = [
-    "Attachment",
-    "Message",
-    "Notification",
-    "compose",
-    "compose_notification",
-    "validate_recipients",
-]
+__all__ = ["Attachment", "Message", "Notification", "validate_recipients"]
 
 
 _FIELD_NAME = re.compile(r"[!-9;-~]+")
@@ -258,42 +246,8 @@ class Notification:
         )
 
 
-class _Batch(Protocol):
-    """What `compose_notification` needs of ``notifymail.policy.Batch``."""
-
-    @property
-    def recipients(self) -> tuple[str, ...]: ...
-
-    @property
-    def hidden(self) -> bool: ...
-
-
 def _unique(addresses: Iterable[str]) -> tuple[str, ...]:
     seen: dict[str, str] = {}
     for address in addresses:
         seen.setdefault(address_key(address), address)
     return tuple(seen.values())
-
-
-def compose(message: Message, sender: SenderSettings) -> Envelope:
-    """System mail: one envelope to to, cc and bcc (each once), ``To``/``Cc`` as given.
-
-    ``Reply-To`` is the message's ``reply_to`` when given, else the sender's. No ``Bcc``
-    header is ever written; a message to bcc alone is ``To: undisclosed-recipients:;``.
-    """
-    from notifymail._compose import compose_message
-
-    return compose_message(message, sender)
-
-
-def compose_notification(
-    notification: Notification, sender: SenderSettings, batches: Sequence[_Batch]
-) -> list[Envelope]:
-    """One envelope per batch, all sharing one body; each with its own ``Message-ID``.
-
-    A hidden batch is addressed ``To: undisclosed-recipients:;`` with no ``Cc``: its
-    headers name no recipient. A visible batch lists every recipient in ``To``.
-    """
-    from notifymail._compose import compose_batches
-
-    return compose_batches(notification, sender, batches)
