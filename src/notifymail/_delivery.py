@@ -19,7 +19,7 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from notifymail._address import address_key
 from notifymail.errors import DeliveryError
@@ -34,6 +34,7 @@ __all__ = [
     "HandOver",
     "Handed",
     "Lanes",
+    "Suppressions",
     "Tally",
     "Throttle",
     "hand_over",
@@ -257,6 +258,23 @@ def log_summary(envelopes: int, report: DeliveryReport) -> None:
         len(report.failed),
         len(report.suppressed),
     )
+
+
+class Suppressions(Protocol):
+    """A suppression list: the addresses notifications are no longer sent to.
+
+    A [`Mailer`][notifymail.Mailer] given one asks ``is_suppressed`` for every recipient
+    of a notification before any is handed over, and calls ``add(address, "hard
+    bounce")`` when a server refuses an address with the enhanced status 5.1.1. An
+    implementation must compare addresses case-insensitively and may be called from
+    several threads.
+    """
+
+    def is_suppressed(self, address: str) -> bool: ...
+
+    def add(self, address: str, reason: str) -> None: ...
+
+    def remove(self, address: str) -> None: ...
 
 
 def split_suppressed(

@@ -24,6 +24,7 @@ from notifymail._delivery import (
     DeliveryReport,
     Handed,
     Lanes,
+    Suppressions,
     Tally,
     Throttle,
     hand_over,
@@ -50,7 +51,6 @@ from notifymail.values import Delivery, Envelope
 if TYPE_CHECKING:
     from notifymail.policy import Batch
     from notifymail.settings import EmailSettings, SmtpSettings
-    from notifymail.suppressions import Suppressions
     from notifymail.verify import VerifyResult
 
 __all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
@@ -66,11 +66,10 @@ class _Facade(Generic[_T]):
     """What both facades share: their settings, transport, directory, suppression list,
     outbox, throttle and policy."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - private; both facades pass everything, in this order
         self,
         settings: EmailSettings,
         transport: _T,
-        *,
         directory: Directory | None,
         suppressions: Suppressions | None,
         clock: Callable[[], float],
@@ -183,14 +182,7 @@ class Mailer(_Facade[Transport]):
             from notifymail.transport.smtp import SmtpTransport
 
             transport = SmtpTransport(smtp)
-        super().__init__(
-            settings,
-            transport,
-            directory=directory,
-            suppressions=suppressions,
-            clock=clock,
-            outbox=outbox,
-        )
+        super().__init__(settings, transport, directory, suppressions, clock, outbox)
         self._sleep = sleep
 
     def __enter__(self) -> Self:
@@ -381,14 +373,7 @@ class AsyncMailer(_Facade[AsyncTransport]):
             # The asyncio SMTP driver, imported only by the mailers that need it.
             driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
             transport = cast(AsyncTransport, driver(smtp))
-        super().__init__(
-            settings,
-            transport,
-            directory=directory,
-            suppressions=suppressions,
-            clock=clock,
-            outbox=outbox,
-        )
+        super().__init__(settings, transport, directory, suppressions, clock, outbox)
         self._sleep = sleep
 
     async def __aenter__(self) -> Self:

@@ -2,8 +2,10 @@
 
 Mail to an address that left a list or no longer exists costs a sender its reputation
 with the mailbox providers; a suppression list is checked before every notification and
-grows by itself on hard bounces. Addresses are compared as everywhere in notifymail:
-case-insensitively, IDNA and Unicode spellings of a domain alike.
+grows by itself on hard bounces. The protocol, [`Suppressions`][notifymail.Suppressions],
+lives with the mailer that applies it (``_delivery``); the lists that ship live here.
+Addresses are compared as everywhere in notifymail: case-insensitively, IDNA and Unicode
+spellings of a domain alike.
 """
 
 from __future__ import annotations
@@ -12,32 +14,16 @@ import os
 import sqlite3
 import threading
 import time
-from typing import Final, Protocol
+from typing import Final
 
 from typing_extensions import Self
 
 from notifymail._address import address_key, normalize_address
+from notifymail._delivery import Suppressions
 from notifymail._sqlite import database_error, open_database
 from notifymail.errors import InvalidMessage
 
 __all__ = ["InMemorySuppressions", "SqliteSuppressions", "Suppressions"]
-
-
-class Suppressions(Protocol):
-    """A suppression list: the addresses notifications are no longer sent to.
-
-    A [`Mailer`][notifymail.Mailer] given one asks ``is_suppressed`` for every recipient
-    of a notification before any is handed over, and calls ``add(address, "hard
-    bounce")`` when a server refuses an address with the enhanced status 5.1.1. An
-    implementation must compare addresses case-insensitively and may be called from
-    several threads.
-    """
-
-    def is_suppressed(self, address: str) -> bool: ...
-
-    def add(self, address: str, reason: str) -> None: ...
-
-    def remove(self, address: str) -> None: ...
 
 
 def _key(address: str) -> str:
