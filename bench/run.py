@@ -44,7 +44,7 @@ from sinks import running_sink
 
 import notifymail as nm
 from notifymail._address import normalize_address
-from notifymail.message import compose, compose_notification
+from notifymail._compose import compose, compose_notification
 
 SENDER_ADDRESS = "reports@example.com"
 SENDER = nm.SenderSettings(

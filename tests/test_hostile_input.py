@@ -24,8 +24,8 @@ from notifymail._address import (
     normalize_address,
     wire_address,
 )
+from notifymail._readback import read_back
 from notifymail.settings import ENV_VARIABLES
-from notifymail.transport.memory import read_back
 from smtp_servers import FaultyServer
 
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 import pytest
 
 import notifymail as nm
-from notifymail.message import compose, compose_notification
+from notifymail._compose import compose, compose_notification
 from notifymail.policy import Batch
 
 SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme")

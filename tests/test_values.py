@@ -8,7 +8,7 @@ from email.message import EmailMessage
 import pytest
 
 import notifymail as nm
-from notifymail.message import compose
+from notifymail._compose import compose
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com", from_name="Alerts")
 

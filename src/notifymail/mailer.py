@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from typing_extensions import Self
 
+from notifymail._compose import compose, compose_notification
 from notifymail.errors import ConfigError, DeliveryError
-from notifymail.message import Message, Notification, compose, compose_notification
+from notifymail.message import Message, Notification
 from notifymail.policy import (
     Directory,
     InMemoryDirectory,
