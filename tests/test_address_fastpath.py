@@ -9,7 +9,6 @@ from hypothesis import strategies as st
 
 from notifymail._address import _common_normalized, normalize_address
 
-
 ENCODED_WORD_REFUSAL = "error: the part before the @-sign cannot contain '=?' (an encoded word)"
 
 

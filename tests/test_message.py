@@ -515,3 +515,65 @@ def test_a_retry_envelope_keeps_the_composed_bytes() -> None:
     retry = envelope.with_recipients(("bob@example.com",))
     assert retry.recipients == ("bob@example.com",)
     assert retry.raw == envelope.raw
+
+
+# --- Attachments: charset, and unpaired surrogates ------------------------------------
+
+
+def test_a_text_attachment_in_utf8_is_labelled_utf8() -> None:
+    csv = nm.Attachment("export.csv", "Name,Stadt\nJürgen,Köln\n".encode(), "text/csv")
+    assert csv.mimetype == "text/csv; charset=utf-8"
+    (part,) = parse(compose(message(attachments=[csv]), SENDER)).iter_attachments()
+    assert part.get_content_type() == "text/csv"
+    assert part.get_param("charset") == "utf-8"
+    assert part.get_content() == "Name,Stadt\nJürgen,Köln\n"
+    assert part.get_payload(decode=True) == csv.content
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "stored"),
+    [
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ('Text/Plain;charset="ISO-8859-1"', "text/plain; charset=iso-8859-1"),
+        ("text/plain", "text/plain"),  # not UTF-8: no label rather than a wrong one
+        ("application/pdf", "application/pdf"),
+    ],
+)
+def test_a_charset_parameter_is_accepted_and_bytes_that_are_not_utf8_get_no_label(
+    mimetype: str, stored: str
+) -> None:
+    attachment = nm.Attachment("a.txt", b"caf\xe9", mimetype)
+    assert attachment.mimetype == stored
+    (part,) = parse(compose(message(attachments=[attachment]), SENDER)).iter_attachments()
+    assert part.get_param("charset") == (stored.partition("charset=")[2] or None)
+    assert part.get_payload(decode=True) == b"caf\xe9"
+
+
+@pytest.mark.parametrize(
+    "mimetype", ["application/pdf; charset=utf-8", "text/csv; header=present", "text/plain;"]
+)
+def test_other_mimetype_parameters_are_refused(mimetype: str) -> None:
+    with pytest.raises(nm.InvalidMessage, match="mimetype"):
+        nm.Attachment("a", b"x", mimetype)
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("subject", lambda: message(subject="a\ud800")),
+        ("text", lambda: message(text="a\udfff b")),
+        ("html", lambda: message(html="<p>\ud800</p>")),
+        ("filename", lambda: nm.Attachment("a\ud800.pdf", b"x", "application/pdf")),
+        ("X-Tag", lambda: message(headers={"X-Tag": "\udc80"})),
+        ("to", lambda: message(to=["a\ud800@example.com"])),
+    ],
+)
+def test_an_unpaired_surrogate_is_refused_when_the_message_is_made(field: str, build) -> None:
+    with pytest.raises(nm.InvalidMessage, match=field):
+        build()
+
+
+def test_an_unpaired_surrogate_in_the_from_name_is_refused_before_sending() -> None:
+    sender = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme \ud800")
+    with pytest.raises(nm.InvalidMessage, match="From: from_name"):
+        compose(message(), sender)

@@ -73,9 +73,12 @@ def compose_notification(
     refuses that recipient alone rather than the batch.
     """
     composition = _Composition(notification, sender, sender.reply_to)
+    known = frozenset(notification.recipients)  # validated when the notification was made
     envelopes = []
     for batch in batches:
-        recipients = validate_recipients(batch.recipients, "recipients")
+        recipients = tuple(batch.recipients)
+        if not known.issuperset(recipients):
+            recipients = validate_recipients(recipients, "recipients")
         if notification.unsubscribe is not None:
             for recipient in recipients:
                 url = unsubscribe_url(recipient, notification.unsubscribe(recipient))

@@ -296,7 +296,11 @@ _URL_LIST_HEADERS = frozenset(
 )
 _LIST_ID = re.compile(rf"(?!.*=\?){ATEXT}(?:\.{ATEXT})+")
 _LIST_ID_HEADER = re.compile(r"(?:[ -;=?-~]*\s)?<([^<>]*)>")
-_HTTPS_URL = re.compile(r"https://[^/?#\s<>\"]+[^\s<>\"]*", re.IGNORECASE)
+# An https URL of printable ASCII without white space, quotes or angle brackets, which
+# would end it inside <...>, and without "=?", which a reader would decode.
+_HTTPS_URL = re.compile(
+    r"(?!.*=\?)https://[^/?#\s<>\"\x00-\x1f\x7f]+[^\s<>\"\x00-\x1f\x7f]*", re.I
+)
 ONE_CLICK = "List-Unsubscribe=One-Click"  # RFC 8058 3.1
 
 
@@ -356,7 +360,7 @@ def unsubscribe_url(recipient: str, url: object) -> str:
             f"unsubscribe: must return a str for {recipient!r}, not {type(url).__name__}"
         )
     wire = _percent_encoded(url)
-    if not _HTTPS_URL.fullmatch(wire) or "=?" in wire or has_control_character(wire):
+    if not _HTTPS_URL.fullmatch(wire):
         raise InvalidMessage(
             f"unsubscribe: {url!r} for {recipient!r} is not an https URL (RFC 8058 needs one)"
         )

@@ -105,7 +105,7 @@ class Envelope:
     def _composed(
         cls,
         sender: str,
-        recipients: Iterable[str],
+        recipients: tuple[str, ...],
         head: bytes,
         tail: bytes,
         *,
@@ -113,10 +113,17 @@ class Envelope:
     ) -> Envelope:
         """Composition's envelope: the bytes ``head + tail``, both finished, where ``tail``
         (the body) is one object shared by every envelope of a notification, so that
-        20,000 envelopes hold one body.
+        20,000 envelopes hold one body. Composition has validated the addresses and
+        written CRLF line ends, so nothing is checked again here.
         """
-        envelope = cls(sender, recipients, raw=head, smtputf8=smtputf8)
-        object.__setattr__(envelope, "_tail", tail)
+        envelope = cls.__new__(cls)
+        set_ = object.__setattr__
+        set_(envelope, "sender", sender)
+        set_(envelope, "recipients", recipients)
+        set_(envelope, "smtputf8", smtputf8)
+        set_(envelope, "_message", None)
+        set_(envelope, "_raw", head)
+        set_(envelope, "_tail", tail)
         return envelope
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -188,6 +195,11 @@ class Envelope:
     def with_recipients(self, recipients: Iterable[str]) -> Envelope:
         """The same bytes from the same sender, for ``recipients`` (a retry to some of them)."""
         if self._tail and self._raw is not None:
+            recipients = tuple(recipients)
+            if not recipients:
+                raise ValueError("an Envelope needs at least one recipient")
+            for address in recipients:
+                _check_address(address)
             return Envelope._composed(
                 self.sender, recipients, self._raw, self._tail, smtputf8=self.needs_smtputf8
             )
