@@ -12,7 +12,7 @@ import re
 from email import policy
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 import notifymail as nm
@@ -84,6 +84,7 @@ def test_list_unsubscribe_reads_back_as_rfc_8058_asks_for_urls_of_20_to_500_char
     url = f"https://{host}/{path}"[:500]
     if len(url) < 20:
         url += "x" * (20 - len(url))
+    assume("=?" not in url)  # what a reader would decode as an encoded word: refused
     notification = nm.Notification(["ann@example.com"], "s", text="x", unsubscribe=lambda _: url)
     (envelope,) = compose_notification(
         notification, SENDER, [nm.Batch(("ann@example.com",), False)]
