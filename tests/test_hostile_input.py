@@ -11,7 +11,6 @@ from __future__ import annotations
 import email
 import email.utils
 import smtplib
-import tracemalloc
 from collections.abc import Callable, Iterator
 from email.utils import parseaddr
 from typing import TypeVar
@@ -32,6 +31,7 @@ from notifymail._compose import compose
 from notifymail._readback import read_back
 from notifymail.settings import ENV_VARIABLES
 from smtp_servers import FaultyServer
+from test_compose_scale import MIB, peak_bytes
 
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
@@ -240,6 +240,23 @@ def assert_from_is(envelope: nm.Envelope, address: str, name: str | None) -> Non
 
 # --- every field of a message ---
 
+ENCODED_BCC = "=?utf-8?q?=0D=0ABcc:_x@evil.example?="
+
+
+def message_case(**hostile: object) -> dict[str, object]:
+    """The arguments of the message property: benign, but for ``hostile``."""
+    benign: dict[str, object] = {
+        "to": ["ann@example.com"],
+        "bcc": [],
+        "subject": "s",
+        "header_name": "X-Tag",
+        "header_value": "v",
+        "filename": "a.pdf",
+        "from_name": "A",
+        "content_id": None,
+    }
+    return {**benign, **hostile}
+
 
 @FAST
 @given(
@@ -252,76 +269,29 @@ def assert_from_is(envelope: nm.Envelope, address: str, name: str | None) -> Non
     from_name=hostile_name,
     content_id=st.one_of(st.none(), hostile_text),
 )
+@example(**message_case(subject="Hi\r\nBcc: x@evil.example"))
 @example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="Hi\r\nBcc: x@evil.example",
-    header_name="X-Tag",
-    header_value="v",
-    filename="a.pdf",
-    from_name="A",
-    content_id=None,
+    **message_case(
+        bcc=["eve@example.com"],
+        subject=ENCODED_BCC,
+        header_value=ENCODED_BCC,
+        filename='a.pdf"; name="b.exe',
+        from_name='Evil <x@evil.example>, "',
+        content_id="=?utf-8?q?=0D=0AContent-Type:_text/html?=",
+    )
 )
 @example(
-    to=["ann@example.com"],
-    bcc=["eve@example.com"],
-    subject="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    header_name="X-Tag",
-    header_value="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    filename='a.pdf"; name="b.exe',
-    from_name='Evil <x@evil.example>, "',
-    content_id="=?utf-8?q?=0D=0AContent-Type:_text/html?=",
+    **message_case(
+        subject="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
+        header_value="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
+        filename=ENCODED_BCC,
+        from_name=ENCODED_BCC,
+    )
 )
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
-    header_name="X-Tag",
-    header_value="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
-    filename="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    from_name="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    content_id=None,
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="a =?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    filename="a.pdf",
-    from_name="A",
-    content_id=None,
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="v",
-    filename="=?utf-8?q?=0D=0AContent-Type:_text/html?=",
-    from_name="A",
-    content_id="logo",
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="v",
-    filename="a.pdf",
-    from_name="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    content_id=None,
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="v",
-    filename="a.pdf",
-    from_name="=?utf-8?b?w6k=?= <v@evil.example>",
-    content_id=None,
-)
+@example(**message_case(header_value=f"a {ENCODED_BCC}"))
+@example(**message_case(filename="=?utf-8?q?=0D=0AContent-Type:_text/html?=", content_id="logo"))
+@example(**message_case(from_name=ENCODED_BCC))
+@example(**message_case(from_name="=?utf-8?b?w6k=?= <v@evil.example>"))
 def test_message_fields_raise_a_typed_error_or_compose_without_injection(  # noqa: PLR0917
     to, bcc, subject, header_name, header_value, filename, from_name, content_id
 ):
@@ -435,18 +405,6 @@ def test_notification_fields_raise_a_typed_error_or_compose_without_injection(
 
 
 # --- hostile bodies ---
-
-MIB = 1024 * 1024
-
-
-def peak_bytes(run: Callable[[], object]) -> int:
-    """The most memory ``run`` held at once beyond what was there before it."""
-    tracemalloc.start()
-    try:
-        run()
-        return tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
 
 
 @settings(max_examples=12, deadline=None, derandomize=True, database=None)
