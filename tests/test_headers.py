@@ -40,6 +40,7 @@ def assert_well_formed(raw: bytes) -> None:
         assert line.strip(b" \t"), f"a folded line of white space alone in {raw[:300]!r}"
         for word in ENCODED_WORD.findall(line):
             assert len(word) <= 75, word
+            assert len(line) <= 78, line  # only a long plain word may make a line longer
 
 
 def sent(
@@ -349,6 +350,7 @@ def test_a_non_ascii_list_url_is_percent_encoded() -> None:
         ("List-Unsubscribe", "<https://bi.example.com/=?utf-8?q?x?=>"),
         ("List-Id", "not a list id"),
         ("List-Id", "<alerts>"),
+        ("List-Id", "Wöchentlich <weekly.bi.example.com>"),  # a name is not percent-encoded
         ("List-Unsubscribe-Post", "List-Unsubscribe=Yes"),
         ("List-Post", "maybe"),
     ],

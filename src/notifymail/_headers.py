@@ -151,35 +151,40 @@ def _q(character: str) -> str:
     return "".join(f"={byte:02X}" for byte in character.encode("utf-8"))
 
 
-def encoded_words(text: str) -> list[str]:
-    """``text`` as RFC 2047 encoded words of at most 75 characters, each whole characters.
+def encoded_words(text: str, first: int = _MAX_ENCODED_WORD) -> list[str]:
+    """``text`` as RFC 2047 encoded words of at most 75 characters, each whole characters;
+    the first at most ``first`` characters when a character fits in that.
 
     "Q" or "B", whichever is shorter: mostly ASCII text stays readable in Q.
     """
+    overhead = len("=?utf-8?q??=")
     quoted = [_q(character) for character in text]
     if sum(map(len, quoted)) <= (len(text.encode("utf-8")) + 2) // 3 * 4:
-        return [f"=?utf-8?q?{chunk}?=" for chunk in _pack(quoted, map(len, quoted), _Q_PAYLOAD)]
+        chunks = _pack(quoted, list(map(len, quoted)), _Q_PAYLOAD, first - overhead)
+        return [f"=?utf-8?q?{chunk}?=" for chunk in chunks]
     sizes = [len(character.encode("utf-8")) for character in text]
     return [
         "=?utf-8?b?" + binascii.b2a_base64(chunk.encode("utf-8"), newline=False).decode() + "?="
-        for chunk in _pack(text, sizes, _B_BYTES)
+        for chunk in _pack(text, sizes, _B_BYTES, (first - overhead) // 4 * 3)
     ]
 
 
-def _pack(pieces: Sequence[str], sizes: Iterable[int], limit: int) -> list[str]:
-    """``pieces`` joined into as few strings as fit ``limit`` (by ``sizes``), in order."""
+def _pack(pieces: Sequence[str], sizes: Sequence[int], limit: int, first: int) -> list[str]:
+    """``pieces`` joined into as few strings as fit ``limit`` (by ``sizes``), in order; the
+    first fits ``first`` unless not even one piece does."""
     packed: list[str] = []
     start = total = 0
+    room = first if sizes and sizes[0] <= first else limit
     for index, size in enumerate(sizes):
-        if total + size > limit:
+        if total + size > room:
             packed.append("".join(pieces[start:index]))
-            start, total = index, 0
+            start, total, room = index, 0, limit
         total += size
     packed.append("".join(pieces[start:]))
     return packed
 
 
-def _tokens(text: str, plain: re.Pattern[str], longest: int) -> list[str]:
+def _tokens(text: str, plain: re.Pattern[str], longest: int, room: int) -> list[str]:
     """``text`` as tokens: words that ``plain`` matches as they are, every other run of
     words as encoded words.
 
@@ -187,6 +192,7 @@ def _tokens(text: str, plain: re.Pattern[str], longest: int) -> list[str]:
     reader would otherwise drop. The white space between a plain word and a run stays
     outside, where every reader keeps it. Readers drop the white space between two encoded
     words, so a run longer than one encoded word is split with a space that is not text.
+    ``room`` is what the first line has left for the first token.
     """
     chunks = _CHUNK.findall(text)
     trailing = text[sum(map(len, chunks)) :]
@@ -203,7 +209,7 @@ def _tokens(text: str, plain: re.Pattern[str], longest: int) -> list[str]:
             and plain.fullmatch(word)
         ):
             if run:
-                tokens += _encoded_tokens("".join(run), separator)
+                tokens += _encoded_tokens("".join(run), separator, room)
                 run = []
             tokens.append(chunk)
             continue
@@ -212,12 +218,13 @@ def _tokens(text: str, plain: re.Pattern[str], longest: int) -> list[str]:
             chunk = chunk[len(separator) :]  # noqa: PLW2901
         run.append(chunk)
     if run or trailing:
-        tokens += _encoded_tokens("".join((*run, trailing)), separator)
+        tokens += _encoded_tokens("".join((*run, trailing)), separator, room)
     return tokens
 
 
-def _encoded_tokens(text: str, separator: str) -> list[str]:
-    first, *rest = encoded_words(text)
+def _encoded_tokens(text: str, separator: str, room: int) -> list[str]:
+    """Encoded words for ``text``; ``room`` applies when they begin the header."""
+    first, *rest = encoded_words(text, _MAX_ENCODED_WORD if separator else room)
     return [separator + first, *(" " + word for word in rest)]
 
 
@@ -229,7 +236,8 @@ def unstructured(name: str, text: str) -> bytes:
     """
     if _PLAIN_TEXT.fullmatch(text) and len(name) + 2 + len(text) <= MAX_LINE:
         return f"{name}: {text}\r\n".encode("ascii")
-    return fold(name, _tokens(text, _LITERAL_WORD, _MAX_OCTETS - len(name) - 2) or [""])
+    tokens = _tokens(text, _LITERAL_WORD, _MAX_OCTETS - len(name) - 2, MAX_LINE - len(name) - 2)
+    return fold(name, tokens or [""])
 
 
 def _wire_address(field: str, address: str, *, utf8: bool) -> str:
@@ -271,7 +279,8 @@ def mailbox(name: str, address: str, display_name: str, *, utf8: bool) -> bytes:
     check_text(f"{name}: from_name", display_name)
     check_encoded_words(f"{name}: from_name", display_name)
     quoted = None if _PLAIN_PHRASE.fullmatch(display_name) else _quoted(display_name)
-    tokens = [quoted] if quoted else _tokens(display_name, _ATOM, _MAX_LINE_ATOM)
+    room = MAX_LINE - len(name) - 2
+    tokens = [quoted] if quoted else _tokens(display_name, _ATOM, _MAX_LINE_ATOM, room)
     return fold(name, [*tokens, f" <{wire}>"])
 
 
@@ -326,8 +335,12 @@ def list_header_value(name: str, value: str) -> str:
     encoded one, and must stay literal.
     """
     check_text(name, value)
-    value = _percent_encoded(value.strip())
     lowered = name.lower()
+    if lowered in _URL_LIST_HEADERS:
+        value = _percent_encoded(value)
+    elif not value.isascii():
+        raise InvalidMessage(f"{name}: {value!r} must be ASCII (List-* headers are never encoded)")
+    value = value.strip()
     if "=?" in value:
         raise InvalidMessage(f"{name}: {value!r} would be read as an encoded word")
     if lowered in _URL_LIST_HEADERS:
