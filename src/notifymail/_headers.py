@@ -18,7 +18,12 @@ import codecs
 import re
 from collections.abc import Iterable, Sequence
 
-from notifymail._address import ATEXT, ascii_domain, has_control_character
+from notifymail._address import (
+    ATEXT,
+    ascii_domain,
+    has_control_character,
+    has_unpaired_surrogate,
+)
 from notifymail.errors import InvalidMessage
 
 __all__ = [
@@ -43,7 +48,6 @@ _Q_PAYLOAD = _MAX_ENCODED_WORD - len("=?utf-8?q??=")
 _B_BYTES = (_MAX_ENCODED_WORD - len("=?utf-8?b??=")) // 4 * 3
 _MAX_LINE_ATOM = MAX_LINE - 1  # a longer plain word in a display name is encoded, to fold
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
 _PLAIN_TEXT = re.compile(r"(?!.*=\?)[!-~]+(?: [!-~]+)*")  # printable ASCII, single spaces
 _CHUNK = re.compile(r"[ \t]*[^ \t]+")  # a word and the white space before it
 _LITERAL_WORD = re.compile(r"(?!.*=\?)[!-~]+")
@@ -71,7 +75,7 @@ def check_text(field: str, value: object) -> str:
         raise InvalidMessage(f"{field}: must be a str, not {type(value).__name__}")
     if has_control_character(value):
         raise InvalidMessage(f"{field}: {value!r} contains a line break, NUL or control character")
-    if _SURROGATE.search(value):
+    if has_unpaired_surrogate(value):
         raise InvalidMessage(f"{field}: {value!r} contains an unpaired surrogate")
     return value
 
@@ -278,15 +282,15 @@ def mailbox(name: str, address: str, display_name: str, *, utf8: bool) -> bytes:
         return fold(name, [wire])
     check_text(f"{name}: from_name", display_name)
     check_encoded_words(f"{name}: from_name", display_name)
-    quoted = None if _PLAIN_PHRASE.fullmatch(display_name) else _quoted(display_name)
     room = MAX_LINE - len(name) - 2
+    quoted = None if _PLAIN_PHRASE.fullmatch(display_name) else _quoted(display_name, room)
     tokens = [quoted] if quoted else _tokens(display_name, _ATOM, _MAX_LINE_ATOM, room)
     return fold(name, [*tokens, f" <{wire}>"])
 
 
-def _quoted(text: str) -> str | None:
+def _quoted(text: str, room: int) -> str | None:
     """``text`` as a quoted string, if it is printable ASCII that cannot be taken for an
-    encoded word and the quoted string fits a line; else None.
+    encoded word and the quoted string fits in ``room``; else None.
 
     A quoted string is never folded: ``email.utils.parseaddr`` reads a line break inside
     one as the end of the name and takes what follows for the address.
@@ -294,7 +298,7 @@ def _quoted(text: str) -> str | None:
     if not (text.isascii() and text.isprintable()) or "=?" in text:
         return None
     quoted = '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    return quoted if len(quoted) <= MAX_LINE - len("From: ") else None
+    return quoted if len(quoted) <= room else None
 
 
 # --- List-* headers (RFC 2369, RFC 2919, RFC 8058): literal, never encoded -------------
@@ -384,8 +388,7 @@ def unsubscribe_url(recipient: str, url: object) -> str:
 
 def list_id(value: object) -> str:
     """``value`` if it is a list id (RFC 2919: ``label.namespace``), else InvalidMessage."""
-    check_text("list_id", value)
-    assert isinstance(value, str)  # noqa: S101 - check_text refused every other type
+    value = check_text("list_id", value)
     if not _LIST_ID.fullmatch(value) or len(value) > _MAX_OCTETS - len("List-Id: <>"):
         raise InvalidMessage(
             f"list_id: {value!r} is not a list id (dot-separated ASCII words, such as "

@@ -74,23 +74,23 @@ def _text(text: str, subtype: str) -> Part:
         data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     if not data.endswith(b"\n"):
         data += b"\n"
+    sample = data[:_SNIFF]
     if data.isascii() and not _NOT_7BIT.search(data):
-        encoding, payload = "7bit", data
+        encoding, tail = "7bit", _crlf(data)
+    elif len(binascii.b2a_qp(sample, istext=True)) <= len(sample) * 4 // 3 * 78 // 76:
+        encoding, tail = "quoted-printable", _crlf(binascii.b2a_qp(data, istext=True))
     else:
-        sample = data[:_SNIFF]
-        if len(binascii.b2a_qp(sample, istext=True)) <= len(sample) * 4 // 3 * 77 // 76:
-            encoding, payload = "quoted-printable", binascii.b2a_qp(data, istext=True)
-        else:
-            return _encoded(
-                f'text/{subtype}; charset="utf-8"', data, b"Content-Transfer-Encoding: base64\r\n"
-            )
-    del data
+        encoding, tail = "base64", b"\r\n" + _base64_lines(data)
     head = (
         f'Content-Type: text/{subtype}; charset="utf-8"\r\n'
         f"Content-Transfer-Encoding: {encoding}\r\n"
-    ).encode("ascii")
-    payload = b"\n" + payload  # the blank line after the headers
-    return Part(head, payload.replace(b"\n", b"\r\n"))
+    )
+    return Part(head.encode("ascii"), tail)
+
+
+def _crlf(lines: bytes) -> bytes:
+    """The blank line that ends a part's headers, then ``lines`` with CRLF line ends."""
+    return (b"\n" + lines).replace(b"\n", b"\r\n")
 
 
 def _base64_lines(data: bytes) -> bytes:
@@ -103,10 +103,6 @@ def _base64_lines(data: bytes) -> bytes:
     return b"\r\n".join(blocks)
 
 
-def _encoded(content_type: str, data: bytes, headers: bytes) -> Part:
-    return Part(literal("Content-Type", content_type) + headers, b"\r\n" + _base64_lines(data))
-
-
 def _attachment(attachment: Attachment) -> Part:
     """A file, base64 so that its bytes arrive as they are; inline with its Content-ID."""
     content_type, _, parameters = attachment.mimetype.partition(";")
@@ -114,12 +110,17 @@ def _attachment(attachment: Attachment) -> Part:
     if charset:
         content_type += f'; charset="{charset}"'
     disposition = "inline" if attachment.inline else "attachment"
-    headers = b"Content-Transfer-Encoding: base64\r\n" + fold(
-        "Content-Disposition", [f"{disposition};", *_filename(attachment.filename)]
+    head = b"".join(
+        (
+            literal("Content-Type", content_type),
+            b"Content-Transfer-Encoding: base64\r\n",
+            fold("Content-Disposition", [f"{disposition};", *_filename(attachment.filename)]),
+            b""
+            if attachment.content_id is None
+            else f"Content-ID: <{attachment.content_id}>\r\n".encode("ascii"),
+        )
     )
-    if attachment.content_id is not None:
-        headers += f"Content-ID: <{attachment.content_id}>\r\n".encode("ascii")
-    return _encoded(content_type, attachment.content, headers)
+    return Part(head, b"\r\n" + _base64_lines(attachment.content))
 
 
 def _filename(filename: str) -> list[str]:
@@ -158,16 +159,9 @@ def _multipart(subtype: str, parts: Sequence[Part]) -> Part:
         boundary = f"=_{secrets.token_hex(12)}".encode("ascii")
         if not any(boundary in part.tail for part in parts):
             break
-    delimiter = b"\r\n--" + boundary + b"\r\n"
-    tail = b"".join(
-        [
-            b"\r\n",
-            delimiter[2:],
-            delimiter.join(part.head + part.tail for part in parts),
-            b"\r\n--",
-            boundary,
-            b"--\r\n",
-        ]
-    )
+    pieces = [b"\r\n"]  # the blank line that ends the headers
+    for part in parts:
+        pieces += (b"--", boundary, b"\r\n", part.head, part.tail, b"\r\n")
+    pieces += (b"--", boundary, b"--\r\n")
     head = f'Content-Type: multipart/{subtype}; boundary="{boundary.decode()}"\r\n'
-    return Part(head.encode("ascii"), tail)
+    return Part(head.encode("ascii"), b"".join(pieces))
