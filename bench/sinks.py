@@ -1,7 +1,9 @@
 """SMTP sinks for the benchmarks, each run in a process of its own on 127.0.0.1.
 
 ``asyncio``: a minimal server that answers every command at once, so the server's cost
-does not hide the client's. ``aiosmtpd``: a real SMTP server with a discarding handler.
+does not hide the client's. ``slow``: the same, but each reply waits 10 ms, as a relay
+across a network does, so that a client's concurrency shows. ``aiosmtpd``: a real SMTP
+server with a discarding handler.
 
     python bench/sinks.py asyncio 127.0.0.1 2525
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -24,23 +27,30 @@ _EHLO = (
 )
 
 
-async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    writer.write(b"220 sink.localhost ESMTP\r\n")
+async def _handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float = 0.0
+) -> None:
+    async def reply(line: bytes) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        writer.write(line)
+
     try:
+        await reply(b"220 sink.localhost ESMTP\r\n")
         while line := await reader.readline():
             verb = line[:4].upper()
             if verb in (b"EHLO",):
-                writer.write(_EHLO)
+                await reply(_EHLO)
             elif verb == b"DATA":
-                writer.write(b"354 go ahead\r\n")
+                await reply(b"354 go ahead\r\n")
                 await reader.readuntil(b"\r\n.\r\n")
-                writer.write(b"250 2.0.0 queued\r\n")
+                await reply(b"250 2.0.0 queued\r\n")
             elif verb == b"QUIT":
-                writer.write(b"221 bye\r\n")
+                await reply(b"221 bye\r\n")
                 await writer.drain()
                 break
             else:
-                writer.write(b"250 ok\r\n")
+                await reply(b"250 ok\r\n")
             await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass
@@ -48,8 +58,9 @@ async def _handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
         writer.close()
 
 
-async def _serve_asyncio(host: str, port: int) -> None:
-    server = await asyncio.start_server(_handle, host, port, limit=2**24)
+async def _serve_asyncio(host: str, port: int, delay: float = 0.0) -> None:
+    handle = functools.partial(_handle, delay=delay)
+    server = await asyncio.start_server(handle, host, port, limit=2**24)
     async with server:
         await server.serve_forever()
 
@@ -102,14 +113,14 @@ def running_sink(kind: str) -> Iterator[int]:
 
 def main() -> None:
     kind, host, port = sys.argv[1], sys.argv[2], int(sys.argv[3])
-    if kind == "asyncio":
+    if kind in ("asyncio", "slow"):
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve_asyncio(host, port))
+            asyncio.run(_serve_asyncio(host, port, delay=0.01 if kind == "slow" else 0.0))
     elif kind == "aiosmtpd":
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
         _serve_aiosmtpd(host, port)
     else:
-        raise SystemExit(f"unknown sink {kind!r}: asyncio or aiosmtpd")
+        raise SystemExit(f"unknown sink {kind!r}: asyncio, slow or aiosmtpd")
 
 
 if __name__ == "__main__":

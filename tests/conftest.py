@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import trustme
 
+from facades import Facade
 from smtp_servers import SilentServer, SmtpServer, server_context, start_smtp_server
 
 
@@ -79,3 +80,9 @@ def silent_server() -> Iterator[Callable[..., SilentServer]]:
     yield start
     for server in servers:
         server.stop()
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def facade(request: pytest.FixtureRequest) -> Facade:
+    """Runs a test once with ``Mailer`` and once with ``AsyncMailer`` (see facades.py)."""
+    return Facade(request.param)

@@ -15,12 +15,14 @@ mocking ``smtplib``.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import functools
 import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -75,7 +77,8 @@ class RecordingHandler:
     Recording: ``commands`` (every command verb received, all connections, in order),
     ``ehlo_names`` (the client's EHLO arguments), ``messages`` (each message whose DATA
     the server accepted, or whose reply it "lost"), ``logins`` (AUTH attempts),
-    ``connections`` (how many were opened).
+    ``connections`` (how many were opened), ``arrivals`` (``time.monotonic()`` and the
+    address of every RCPT TO, as it arrived).
 
     Scripting, set before or during the test:
 
@@ -112,6 +115,7 @@ class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
     connections: int = 0
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def authenticator(self, users: Mapping[str, str]) -> Callable[..., AuthResult]:
         """An aiosmtpd authenticator accepting ``users`` (name -> password); else 535."""
@@ -161,6 +165,7 @@ class RecordingHandler:
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        self.arrivals.append((time.monotonic(), address))
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -187,6 +192,28 @@ class RecordingHandler:
         if self.lose_data_reply == "silence":
             await asyncio.Event().wait()  # cancelled when the client hangs up
         return reply
+
+
+@dataclass
+class OAuth2Handler(RecordingHandler):
+    """A RecordingHandler whose server also offers AUTH XOAUTH2 (RFC 7628's SASL form, as
+    Gmail and Microsoft 365 speak it), accepting ``tokens`` (username -> access token).
+
+    A refused token gets the error challenge (``334`` and base64 JSON), then ``535``
+    once the client has answered it with an empty line.
+    """
+
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:  # noqa: N802
+        blob = base64.b64decode(args[1]).decode()
+        fields = dict(part.split("=", 1) for part in blob.split("\x01") if part)
+        username, token = fields["user"], fields["auth"].removeprefix("Bearer ")
+        self.logins.append(Login("XOAUTH2", username, _encrypted(server)))
+        if self.tokens.get(username) == token:
+            return AuthResult(success=True, handled=False, auth_data=username)
+        await server.challenge_auth('{"status":"401","schemes":"bearer"}')
+        return AuthResult(success=False, handled=False)
 
 
 async def _close_silently(server: SMTP) -> str:
@@ -695,3 +722,83 @@ def _read_data(reader: _Wire) -> bytes:
         if line == b".\r\n":
             return b"".join(lines)
         lines.append(line[1:] if line.startswith(b".") else line)
+
+
+# --- a raw server that runs a script of its own on each connection ---
+
+
+class ScriptedServer:
+    """A threaded TCP server on 127.0.0.1 that runs ``script(server, connection)`` for
+    each client.
+
+    For hostile servers no other server here can play (a reply dribbled a byte at a
+    time, an endless reply, control characters, a hang-up in the middle of AUTH).
+    ``received`` collects every byte read through :meth:`read_line`. Use it as a context
+    manager; ``stop`` closes every connection, which ends a script blocked on it.
+    """
+
+    def __init__(self, script: Callable[[ScriptedServer, socket.socket], None]) -> None:
+        self._script = script
+        self._listener = socket.create_server((HOST, 0))
+        self._listener.settimeout(0.05)
+        self.port: int = self._listener.getsockname()[1]
+        self.received = bytearray()
+        self._connections: list[socket.socket] = []
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._acceptor = threading.Thread(target=self._accept, daemon=True)
+        self._acceptor.start()
+
+    def __enter__(self) -> ScriptedServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def settings(self, **overrides: Any) -> SmtpSettings:
+        """SmtpSettings for this server (plain SMTP, 1 s timeout); ``overrides`` win."""
+        values: dict[str, Any] = {"host": HOST, "port": self.port, "timeout": 1.0}
+        values.update(overrides)
+        return SmtpSettings(**values)
+
+    def read_line(self, connection: socket.socket) -> bytes:
+        """One line from the client (b"" once it has closed), at most 64 KiB."""
+        line = bytearray()
+        while not line.endswith(b"\n") and len(line) < 65536:
+            chunk = connection.recv(1)
+            if not chunk:
+                break
+            line += chunk
+        self.received += line
+        return bytes(line)
+
+    def _accept(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                connection, _ = self._listener.accept()
+            except TimeoutError:
+                continue
+            connection.settimeout(10)
+            self._connections.append(connection)
+            thread = threading.Thread(target=self._run, args=(connection,), daemon=True)
+            self._threads.append(thread)
+            thread.start()
+
+    def _run(self, connection: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            self._script(self, connection)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._acceptor.join()
+        self._listener.close()
+        for connection in self._connections:
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
+            connection.close()
+        for thread in self._threads:
+            thread.join(timeout=5)

@@ -24,7 +24,7 @@ import notifymail as nm
 from notifymail._address import ascii_domain
 from notifymail._compose import compose, compose_notification
 from notifymail._readback import read_back
-from notifymail.transport.smtp import _dot_stuffed
+from notifymail.protocol import _dot_stuffed
 
 LOCAL_PARTS = ["ann", "Ann.Lee", "o'neil+tag", "x_y=z", "jösé"]
 DOMAINS = ["example.com", "EXAMPLE.org", "mail-1.example.co.uk", "bücher.de", "xn--bcher-kva.de"]

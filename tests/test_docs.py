@@ -4,9 +4,11 @@ The runner, in full:
 
 - Each page's ``python`` blocks run in order in one namespace (a module of its own), so
   a page can build on its earlier blocks. A traceback names the page and its line.
-- A block titled ``needs-smtp`` runs with ``MB_EMAIL_SMTP_HOST``, ``MB_EMAIL_SMTP_PORT``
-  and ``MB_EMAIL_FROM_ADDRESS`` pointing at a local aiosmtpd server, and must deliver at
-  least one message to it: it is run for real, never skipped.
+- A block right after a ``<!-- needs-smtp -->`` line runs with ``MB_EMAIL_SMTP_HOST``,
+  ``MB_EMAIL_SMTP_PORT`` and ``MB_EMAIL_FROM_ADDRESS`` pointing at a local aiosmtpd
+  server, and must deliver at least one message to it: it is run for real, never
+  skipped. The marker is an HTML comment, so the reader does not see it (a fence title
+  would show as a caption).
 - Blocks titled as pytest files (``conftest.py``, ``test_*.py``) are written to a
   temporary directory, joined by title, and run by pytest; every test must pass.
 - Blocks in other languages (``text``, ``sh``, ...) are not run. A fence without a
@@ -17,6 +19,7 @@ The runner, in full:
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import sys
@@ -34,13 +37,14 @@ pytest_plugins = ["pytester"]
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-NEEDS_SMTP = "needs-smtp"
+NEEDS_SMTP = "<!-- needs-smtp -->"
 PYTEST_FILE = re.compile(r"(conftest|test_\w+)\.py")
 NOT_RUN = frozenset({"text", "sh", "console", "toml", "yaml", "ini", "json", "http"})
 
 _FENCE = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
 _TITLE = re.compile(r'title="(?P<title>[^"]*)"')
 _TEST_FUNCTION = re.compile(r"^def test_", re.MULTILINE)
+_SPHINX_ROLE = re.compile(r":(?:py:)?[a-z]+:`[^`]*`")
 
 
 @dataclass(frozen=True)
@@ -50,6 +54,7 @@ class CodeBlock:
     language: str
     title: str
     source: str
+    needs_smtp: bool  # marked by a NEEDS_SMTP line right before the fence
 
 
 def pages() -> list[Path]:
@@ -80,6 +85,11 @@ def code_blocks(path: Path) -> list[CodeBlock]:
         else:
             raise AssertionError(f"{path.name}:{start}: unclosed code fence")
         title = _TITLE.search(info)
+        if title and title["title"] == "needs-smtp":
+            raise AssertionError(
+                f"{path.name}:{start}: mark a block for the SMTP server with a {NEEDS_SMTP} "
+                "line before its fence; a title shows as a caption"
+            )
         blocks.append(
             CodeBlock(
                 path=path,
@@ -87,6 +97,7 @@ def code_blocks(path: Path) -> list[CodeBlock]:
                 language=info.split()[0] if info else "",
                 title=title["title"] if title else "",
                 source=textwrap.dedent("\n".join(lines[start:index])) + "\n",
+                needs_smtp=start >= 2 and lines[start - 2].strip() == NEEDS_SMTP,
             )
         )
         index += 1
@@ -181,7 +192,7 @@ def test_page_examples_run(
             continue
         if PYTEST_FILE.fullmatch(block.title):
             pytest_files.append(block)
-        elif block.title == NEEDS_SMTP:
+        elif block.needs_smtp:
             run_against_local_server(block, namespace, page_server, clean_environment)
         else:
             run_block(block, namespace)
@@ -222,12 +233,40 @@ def test_a_failing_block_names_its_page_and_line(tmp_path: Path) -> None:
     assert (Path(frame.path), frame.lineno + 1) == (page, 7)
 
 
-def test_a_title_marks_blocks_for_a_server_or_for_pytest(tmp_path: Path) -> None:
+def test_a_comment_marks_blocks_for_a_server_and_a_title_for_pytest(tmp_path: Path) -> None:
     page = tmp_path / "page.md"
     page.write_text(
-        '```python title="needs-smtp"\nsend()\n```\n\n'
+        f"{NEEDS_SMTP}\n```python\nsend()\n```\n\n"
         '```python title="test_alerts.py"\ndef test_x(): pass\n```\n\n'
+        "```python\nnot_for_the_server()\n```\n\n"
         "```text\nnot run\n```\n"
     )
-    titles = [(block.language, block.title) for block in code_blocks(page)]
-    assert titles == [("python", NEEDS_SMTP), ("python", "test_alerts.py"), ("text", "")]
+    marks = [(block.language, block.title, block.needs_smtp) for block in code_blocks(page)]
+    assert marks == [
+        ("python", "", True),
+        ("python", "test_alerts.py", False),
+        ("python", "", False),
+        ("text", "", False),
+    ]
+
+
+def test_a_needs_smtp_title_is_refused_since_it_shows_as_a_caption(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text('```python title="needs-smtp"\nsend()\n```\n')
+    with pytest.raises(AssertionError, match="needs-smtp -->"):
+        code_blocks(page)
+
+
+def test_no_docstring_uses_a_sphinx_role() -> None:
+    """mkdocstrings shows a Sphinx role (``:class:`Mailer```) as it is written; the API
+    reference needs its cross-references (``[`Mailer`][notifymail.Mailer]``) or code."""
+    found = [
+        f"{path.relative_to(ROOT)}:{node.lineno}: {role}"
+        for path in sorted((ROOT / "src" / "notifymail").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Constant)
+        and isinstance(node.value.value, str)
+        for role in _SPHINX_ROLE.findall(node.value.value)
+    ]
+    assert found == []

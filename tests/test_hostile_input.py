@@ -29,10 +29,12 @@ from notifymail._address import (
 )
 from notifymail._compose import compose
 from notifymail._readback import read_back
-from notifymail.settings import ENV_VARIABLES
+from notifymail._table import ROWS
 from smtp_servers import FaultyServer
 from test_compose_scale import MIB, peak_bytes
 
+# Every variable that sets a settings field, and the field it sets.
+ENV_VARIABLES = {row.variable: row.path for row in ROWS if row.path is not None}
 FAST = settings(max_examples=200, deadline=None, derandomize=True, database=None)
 
 # Pieces that break naive parsers and serialisers: line breaks of every kind, header and

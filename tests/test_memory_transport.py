@@ -1,17 +1,27 @@
-"""MemoryTransport: the outbox, what a Sent holds, and scripted failures."""
+"""MemoryTransport and its asyncio twin: the outbox, what a Sent holds, and scripted failures."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
+from collections.abc import Callable
 from email.message import EmailMessage
+from typing import Any
 
 import pytest
 
 import notifymail as nm
+from facades import memory_transport
 from notifymail._compose import compose, compose_notification
 from notifymail.policy import Batch
 
 SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme")
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def memory(request: pytest.FixtureRequest) -> Callable[[], Any]:
+    """Makes fresh memory transports of one kind (both have the same contract)."""
+    return lambda: memory_transport(request.param)
 
 
 def envelope(*to: str, **fields: object) -> nm.Envelope:
@@ -24,15 +34,15 @@ def envelope(*to: str, **fields: object) -> nm.Envelope:
     return compose(message, SENDER)
 
 
-def test_each_transport_has_its_own_outbox() -> None:
-    first, second = nm.MemoryTransport(), nm.MemoryTransport()
+def test_each_transport_has_its_own_outbox(memory: Callable[[], Any]) -> None:
+    first, second = memory(), memory()
     first.send(envelope())
     assert len(first.outbox) == 1
     assert second.outbox == []
 
 
-def test_deliver_accepts_everyone_and_records_the_envelope() -> None:
-    transport = nm.MemoryTransport()
+def test_deliver_accepts_everyone_and_records_the_envelope(memory: Callable[[], Any]) -> None:
+    transport = memory()
     sent_envelope = envelope("ann@example.com", cc=["bob@example.com"], bcc=["cat@example.com"])
     delivery = transport.send(sent_envelope)
     assert delivery.ok
@@ -43,8 +53,8 @@ def test_deliver_accepts_everyone_and_records_the_envelope() -> None:
     assert sent.raw == sent_envelope.raw
 
 
-def test_sent_fields_read_the_message_back() -> None:
-    transport = nm.MemoryTransport()
+def test_sent_fields_read_the_message_back(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.send(
         envelope(
             "ann@bücher.de",
@@ -72,20 +82,20 @@ def test_sent_fields_read_the_message_back() -> None:
     assert "Bcc" not in sent.message
 
 
-def test_sent_body_is_none_when_the_message_lacks_it() -> None:
-    transport = nm.MemoryTransport()
+def test_sent_body_is_none_when_the_message_lacks_it(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.send(envelope(text=None, html="<p>only html</p>"))
     (sent,) = transport.outbox
     assert sent.text is None
     assert sent.html == "<p>only html</p>\n"
 
 
-def test_sent_of_a_hidden_batch_has_no_to_addresses() -> None:
+def test_sent_of_a_hidden_batch_has_no_to_addresses(memory: Callable[[], Any]) -> None:
     notification = nm.Notification(["ann@example.com", "bob@example.com"], "N", text="x")
     (hidden,) = compose_notification(
         notification, SENDER, [Batch(("ann@example.com", "bob@example.com"), hidden=True)]
     )
-    transport = nm.MemoryTransport()
+    transport = memory()
     transport.send(hidden)
     (sent,) = transport.outbox
     assert sent.to == ()
@@ -93,8 +103,8 @@ def test_sent_of_a_hidden_batch_has_no_to_addresses() -> None:
     assert sent.recipients == ("ann@example.com", "bob@example.com")
 
 
-def test_smtputf8_headers_read_back_as_text() -> None:
-    transport = nm.MemoryTransport()
+def test_smtputf8_headers_read_back_as_text(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.send(envelope("jösé@example.com", subject="Olé"))
     (sent,) = transport.outbox
     assert sent.envelope.needs_smtputf8
@@ -103,8 +113,8 @@ def test_smtputf8_headers_read_back_as_text() -> None:
     assert sent.subject == "Olé"
 
 
-def test_clear_empties_the_outbox_in_place() -> None:
-    transport = nm.MemoryTransport()
+def test_clear_empties_the_outbox_in_place(memory: Callable[[], Any]) -> None:
+    transport = memory()
     outbox = transport.outbox
     transport.send(envelope())
     transport.clear()
@@ -132,8 +142,8 @@ def test_concurrent_sends_from_threads_are_all_recorded() -> None:
     )
 
 
-def test_fail_next_raises_for_that_many_envelopes_then_delivers() -> None:
-    transport = nm.MemoryTransport()
+def test_fail_next_raises_for_that_many_envelopes_then_delivers(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.fail_next(nm.ConnectionFailed("connection refused"), times=2)
     for _ in range(2):
         with pytest.raises(nm.ConnectionFailed, match="connection refused") as info:
@@ -144,8 +154,8 @@ def test_fail_next_raises_for_that_many_envelopes_then_delivers() -> None:
     assert len(transport.outbox) == 1
 
 
-def test_fail_next_error_keeps_its_reply() -> None:
-    transport = nm.MemoryTransport()
+def test_fail_next_error_keeps_its_reply(memory: Callable[[], Any]) -> None:
+    transport = memory()
     reply = nm.Reply(451, "4.3.0 try later")
     transport.fail_next(nm.TemporaryFailure("451 try later", reply=reply))
     with pytest.raises(nm.TemporaryFailure) as info:
@@ -153,8 +163,10 @@ def test_fail_next_error_keeps_its_reply() -> None:
     assert info.value.reply == reply
 
 
-def test_fail_next_in_send_many_reports_the_deliveries_before_it() -> None:
-    transport = nm.MemoryTransport()
+def test_fail_next_in_send_many_reports_the_deliveries_before_it(
+    memory: Callable[[], Any],
+) -> None:
+    transport = memory()
     transport.send(envelope())
     transport.fail_next(nm.PermanentFailure("554 rejected"))
     with pytest.raises(nm.PermanentFailure) as info:
@@ -163,13 +175,32 @@ def test_fail_next_in_send_many_reports_the_deliveries_before_it() -> None:
     assert len(transport.outbox) == 1
 
 
-def test_fail_next_refuses_a_non_positive_count() -> None:
+def test_fail_next_refuses_a_non_positive_count(memory: Callable[[], Any]) -> None:
     with pytest.raises(ValueError, match="times"):
-        nm.MemoryTransport().fail_next(nm.ConnectionFailed("x"), times=0)
+        memory().fail_next(nm.ConnectionFailed("x"), times=0)
 
 
-def test_refuse_partially_returns_the_refusals_case_insensitively() -> None:
-    transport = nm.MemoryTransport()
+def test_concurrent_sends_from_tasks_are_all_recorded() -> None:
+    transport = nm.AsyncMemoryTransport()
+    envelopes = [envelope(f"user{i}@example.com") for i in range(80)]
+
+    async def main() -> None:
+        async def work(share: list[nm.Envelope]) -> None:
+            for item in share:
+                await transport.send(item)
+
+        await asyncio.gather(*(work(envelopes[i::8]) for i in range(8)))
+
+    asyncio.run(main())
+    assert sorted(s.recipients[0] for s in transport.outbox) == sorted(
+        e.recipients[0] for e in envelopes
+    )
+
+
+def test_refuse_partially_returns_the_refusals_case_insensitively(
+    memory: Callable[[], Any],
+) -> None:
+    transport = memory()
     transport.refuse("BOB@Example.com")
     delivery = transport.send(envelope("ann@example.com", "bob@example.com"))
     assert not delivery.ok
@@ -180,8 +211,8 @@ def test_refuse_partially_returns_the_refusals_case_insensitively() -> None:
     assert sent.to == ("ann@example.com", "bob@example.com")
 
 
-def test_refusing_everyone_with_5xx_is_a_permanent_failure() -> None:
-    transport = nm.MemoryTransport()
+def test_refusing_everyone_with_5xx_is_a_permanent_failure(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.refuse("ann@example.com")
     with pytest.raises(nm.PermanentFailure) as info:
         transport.send(envelope("ann@example.com"))
@@ -190,8 +221,8 @@ def test_refusing_everyone_with_5xx_is_a_permanent_failure() -> None:
     assert transport.outbox == []
 
 
-def test_refusing_everyone_with_4xx_is_a_temporary_failure() -> None:
-    transport = nm.MemoryTransport()
+def test_refusing_everyone_with_4xx_is_a_temporary_failure(memory: Callable[[], Any]) -> None:
+    transport = memory()
     busy = nm.Reply(452, "4.2.2 Mailbox full")
     transport.refuse("ann@example.com", "bob@example.com", reply=busy)
     with pytest.raises(nm.TemporaryFailure) as info:
@@ -201,8 +232,8 @@ def test_refusing_everyone_with_4xx_is_a_temporary_failure() -> None:
     assert info.value.refused == {"ann@example.com": busy, "bob@example.com": busy}
 
 
-def test_refuse_applies_to_every_later_envelope() -> None:
-    transport = nm.MemoryTransport()
+def test_refuse_applies_to_every_later_envelope(memory: Callable[[], Any]) -> None:
+    transport = memory()
     transport.refuse("bob@example.com")
     for _ in range(3):
         delivery = transport.send(envelope("ann@example.com", "bob@example.com"))

@@ -6,6 +6,8 @@ where notifymail is deliberately stricter.
 
 from __future__ import annotations
 
+import unicodedata
+
 import pytest
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
@@ -60,6 +62,21 @@ def test_person_keeps_groups_given_as_any_iterable_as_a_frozenset() -> None:
 def test_person_refuses_a_str_for_groups() -> None:
     with pytest.raises(TypeError, match="groups"):
         nm.Person("x@example.com", groups="sales")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "email", ["not-an-email", "", "a@b@c.example", "x@example.com\r\nBcc: y@evil.example", 42]
+)
+def test_person_refuses_an_invalid_address_with_invalid_message(email: object) -> None:
+    # InvalidMessage, as for any address mail cannot be sent to; it is not a setting.
+    with pytest.raises(nm.InvalidMessage) as caught:
+        nm.Person(email)  # type: ignore[arg-type]
+    assert str(caught.value).startswith("email: ")
+    assert "\n" not in str(caught.value)
+
+
+def test_person_keeps_its_address_as_given() -> None:
+    assert nm.Person(" Ann@Example.COM ").email == " Ann@Example.COM "
 
 
 @pytest.mark.parametrize(
@@ -502,3 +519,53 @@ def test_policy_re_exports_entitlements_from_settings() -> None:
     assert all(
         getattr(nm, name) is getattr(notifymail.policy, name) for name in notifymail.policy.__all__
     )
+
+
+# --- a directory that matches more loosely than notifymail ------------------------------
+
+
+class _AccentBlindDirectory:
+    """A directory that finds people as a MySQL ``_ai_ci`` collation would: accents,
+    width and case ignored."""
+
+    def __init__(self, people: tuple[nm.Person, ...]) -> None:
+        self._people = people
+
+    @staticmethod
+    def _fold(address: str) -> str:
+        decomposed = unicodedata.normalize("NFKD", address)
+        return "".join(c for c in decomposed if not unicodedata.combining(c)).casefold()
+
+    def find(self, email: str) -> nm.Person | None:
+        return next((p for p in self._people if self._fold(p.email) == self._fold(email)), None)
+
+    def people(self) -> tuple[nm.Person, ...]:
+        return self._people
+
+
+LOOSE = _AccentBlindDirectory((nm.Person("alice@corp.com", "Alice"), ALICE))
+CORP_ONLY = make_settings(domains=("corp.com",))
+
+
+@pytest.mark.parametrize("lookalike", ["alice@cörp.com", "ALICE@CÖRP.COM", "alice@corp.cöm"])
+def test_check_recipients_checks_the_directorys_answer(lookalike: str) -> None:
+    # The directory says "Alice", but her address is not the one asked for: the address
+    # is an outsider's, on a domain that is not approved.
+    assert LOOSE.find(lookalike) is not None
+    with pytest.raises(nm.RecipientNotAllowed) as caught:
+        nm.check_recipients(ALICE, [lookalike], LOOSE, CORP_ONLY)
+    assert set(caught.value.refused) == {lookalike}
+    nm.check_recipients(ALICE, ["alice@corp.com", "ALICE@CORP.COM"], LOOSE, CORP_ONLY)
+
+
+def test_plan_delivery_sends_a_lookalike_a_message_of_its_own() -> None:
+    batches = nm.plan_delivery(
+        ["alice@corp.com", "alice@cörp.com", "alicé@corp.com", "alice@example.com"],
+        LOOSE,
+        make_settings(per_message=0),
+    )
+    assert batches == [
+        nm.Batch(("alice@corp.com", "alice@example.com"), hidden=True),
+        nm.Batch(("alice@cörp.com",), hidden=False),
+        nm.Batch(("alicé@corp.com",), hidden=False),
+    ]

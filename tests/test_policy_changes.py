@@ -6,6 +6,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 import notifymail as nm
 
@@ -93,10 +96,17 @@ SELF_HOSTED_CHANGES = [
 ]
 
 
-# A new host needs the password entered again (see test_a_new_host_needs_the_password_again).
+# A new host, port or security needs the password entered again (see
+# test_a_new_host_needs_the_password_again and its port-or-security twin).
 _PASSWORD_AGAIN = {
-    "email-smtp-host": {"email-smtp-password": "new-pass-word"},
-    "email-smtp-host-override": {"email-smtp-password-override": "new-pass-word"},
+    **{
+        f"email-smtp-{field}": {"email-smtp-password": "new-pass-word"}
+        for field in ("host", "port", "security")
+    },
+    **{
+        f"email-smtp-{field}-override": {"email-smtp-password-override": "new-pass-word"}
+        for field in ("host", "port", "security")
+    },
 }
 
 
@@ -161,10 +171,10 @@ def test_the_masked_password_keeps_the_stored_one() -> None:
     # Metabase: the form shows the masked password and sends it back unchanged.
     masked = SERVER.password.masked() if SERVER.password else ""
     updated = nm.apply_changes(
-        SELF_HOSTED, {"email-smtp-password": masked, "email-smtp-port": 2525}, ADMIN
+        SELF_HOSTED, {"email-smtp-password": masked, "email-smtp-username": "robot"}, ADMIN
     )
     assert _password(updated) == "hunter2-secret"
-    assert _smtp(updated).port == 2525
+    assert _smtp(updated).username == "robot"
 
 
 def test_the_masked_form_of_a_short_password_keeps_it_too() -> None:
@@ -453,3 +463,136 @@ def test_the_same_host_in_another_case_keeps_the_password() -> None:
     host = _smtp(SELF_HOSTED).host.upper()
     updated = nm.apply_changes(SELF_HOSTED, {"email-smtp-host": host}, ADMIN)
     assert _smtp(updated).password == _smtp(SELF_HOSTED).password
+
+
+@pytest.mark.parametrize("password", [None, "masked"], ids=["omitted", "masked"])
+@pytest.mark.parametrize(
+    ("current", "changes"),
+    [
+        pytest.param(SELF_HOSTED, {"email-smtp-port": 25}, id="port"),
+        pytest.param(SELF_HOSTED, {"email-smtp-security": "none"}, id="security"),
+        pytest.param(
+            SELF_HOSTED, {"email-smtp-port": 2525, "email-smtp-security": "tls"}, id="both"
+        ),
+        pytest.param(CLOUD, {"email-smtp-port-override": 2525}, id="cloud-port"),
+        pytest.param(CLOUD, {"email-smtp-security-override": "ssl"}, id="cloud-security"),
+    ],
+)
+def test_a_new_port_or_security_needs_the_password_again_too(
+    current: nm.EmailSettings, changes: dict[str, object], password: str | None
+) -> None:
+    # Security none and a port of the editor's choosing on the same host would send
+    # the stored credentials in plaintext to whoever listens there.
+    password_name = "email-smtp-password" + ("-override" if current is CLOUD else "")
+    if password == "masked":
+        stored = _smtp(current).password
+        assert stored is not None
+        changes = {**changes, password_name: stored.masked()}
+    with pytest.raises(nm.ConfigError) as caught:
+        nm.apply_changes(current, changes, ADMIN)
+    assert caught.value.field == password_name
+    assert "hunter2" not in str(caught.value)
+
+
+def test_a_new_port_with_the_password_entered_again_or_cleared_is_saved() -> None:
+    entered = nm.apply_changes(
+        SELF_HOSTED, {"email-smtp-port": 25, "email-smtp-password": "an0ther-pass"}, ADMIN
+    )
+    assert (_smtp(entered).port, _password(entered)) == (25, "an0ther-pass")
+    cleared = nm.apply_changes(
+        SELF_HOSTED,
+        {"email-smtp-port": 25, "email-smtp-username": None, "email-smtp-password": None},
+        ADMIN,
+    )
+    assert (_smtp(cleared).port, _smtp(cleared).has_credentials) == (25, False)
+
+
+def test_the_same_effective_port_keeps_the_password() -> None:
+    # 587 is the default port of starttls: clearing the explicit 587 changes nothing.
+    updated = nm.apply_changes(SELF_HOSTED, {"email-smtp-port": None}, ADMIN)
+    assert _smtp(updated).effective_port == 587
+    assert _password(updated) == "hunter2-secret"
+
+
+# --- one parser for the form and the environment --------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("yes", True), ("OFF", False), ("1", True), ("no", False)]
+)
+def test_the_form_reads_booleans_as_the_environment_does(text: str, expected: bool) -> None:
+    updated = nm.apply_changes(OSS, {"bcc-enabled?": not expected}, ADMIN)
+    assert (
+        nm.apply_changes(updated, {"bcc-enabled?": text}, ADMIN).delivery.bcc_enabled is expected
+    )
+
+
+def test_the_form_reads_a_json_list_as_the_environment_does() -> None:
+    updated = nm.apply_changes(
+        SELF_HOSTED, {"email-reply-to": '["a@example.com", "b@example.org"]'}, ADMIN
+    )
+    assert updated.sender.reply_to == ("a@example.com", "b@example.org")
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("email-smtp-port", "9" * 5000),
+        ("email-smtp-port", 10**5000),
+        ("email-max-recipients-per-message", "9" * 5000),
+        ("email-max-recipients-per-second", 10**5000),
+        ("email-reply-to", "[" * 100_000),
+    ],
+    ids=["port-digits", "port-int", "count-digits", "count-int", "deep-json"],
+)
+def test_a_hostile_size_is_a_config_error_naming_the_setting(name: str, value: object) -> None:
+    with pytest.raises(nm.ConfigError) as caught:
+        nm.apply_changes(SELF_HOSTED, {name: value, **_PASSWORD_AGAIN.get(name, {})}, ADMIN)
+    assert caught.value.field == name
+    assert "\n" not in str(caught.value)
+    assert len(str(caught.value)) < 200
+
+
+def test_an_unknown_setting_name_says_what_it_was_probably_meant_to_be() -> None:
+    with pytest.raises(nm.ConfigError) as caught:
+        nm.apply_changes(SELF_HOSTED, {"email-smtp-securty": "ssl"}, ADMIN)
+    assert str(caught.value) == (
+        "email-smtp-securty: is not an email setting; did you mean email-smtp-security?"
+    )
+
+
+# --- the stored password never follows a new destination unasked ------------------------
+
+
+@hypothesis_settings(max_examples=150, deadline=None, derandomize=True, database=None)
+@given(
+    host=st.sampled_from([None, "mail.example.com", "MAIL.example.com", "smtp.evil.example"]),
+    port=st.sampled_from([None, "", 25, 587, "2525", 465]),
+    security=st.sampled_from([None, "", "none", "starttls", "TLS", "ssl"]),
+    password=st.sampled_from(["omitted", "masked"]),
+)
+def test_a_kept_password_only_ever_goes_to_the_same_host_port_and_security(
+    host: str | None, port: object, security: str | None, password: str
+) -> None:
+    changes: dict[str, object] = {}
+    for name, value in (("host", host), ("port", port), ("security", security)):
+        if value is not None:
+            changes[f"email-smtp-{name}"] = value
+    if password == "masked":
+        changes["email-smtp-password"] = "**********et"
+    try:
+        updated = nm.apply_changes(SELF_HOSTED, changes, ADMIN)
+    except nm.ConfigError as error:
+        refused: nm.ConfigError | None = error
+    else:
+        refused = None
+    if refused is not None:
+        assert refused.field == "email-smtp-password"
+        return
+    before, after = _smtp(SELF_HOSTED), _smtp(updated)
+    assert after.password == before.password
+    assert (after.host.lower(), after.effective_port, after.security) == (
+        before.host.lower(),
+        before.effective_port,
+        before.security,
+    )

@@ -89,7 +89,7 @@ def test_explicit_port_wins_over_default() -> None:
         (
             {"security": "tsl"},
             "security",
-            "security: 'tsl' is not one of none, ssl, tls, starttls",
+            "security: 'tsl' is not a security mode (none, ssl, tls, starttls)",
         ),
         ({"host": ""}, "host", "host: must not be empty"),
         ({"host": "smtp example.com"}, "host", "is not a host name or IP address"),
@@ -108,8 +108,32 @@ def test_explicit_port_wins_over_default() -> None:
             "cafile",
             "cafile: must not contain a line break, NUL or control character",
         ),
-        ({"username": "bob"}, "password", "username and password are set together"),
-        ({"password": "pw"}, "username", "username and password are set together"),
+        (
+            {"max_connections": 0},
+            "max_connections",
+            "max_connections: 0 is not a number of connections (1-64)",
+        ),
+        (
+            {"max_connections": 65},
+            "max_connections",
+            "max_connections: 65 is not a number of connections (1-64)",
+        ),
+        (
+            {"max_connections": "2"},
+            "max_connections",
+            "max_connections: '2' is not a number of connections",
+        ),
+        (
+            {"port": 10**5000},
+            "port",
+            "port: a number of more than 30 digits is not a port number (1-65535)",
+        ),
+        (
+            {"timeout": 10**5000},
+            "timeout",
+            "timeout: a number of more than 30 digits is too large",
+        ),
+        ({"password": "pw"}, "username", "a password needs a username"),
     ],
 )
 def test_smtp_settings_refuse_bad_values(fields: dict[str, Any], field: str, message: str) -> None:
@@ -261,6 +285,7 @@ def test_zero_recipients_per_second_means_no_throttle() -> None:
         ({"max_recipients_per_second": -5}, "max_recipients_per_second"),
         ({"bcc_enabled": "yes"}, "bcc_enabled"),
         ({"retry": 3}, "retry"),
+        ({"max_recipients_per_message": 10**5000}, "max_recipients_per_message"),
     ],
 )
 def test_delivery_settings_refuse_bad_values(fields: dict[str, Any], field: str) -> None:
@@ -364,7 +389,7 @@ def test_plan_and_hosting_must_match(hosting: nm.Hosting, plan: nm.Plan, message
 )  # fmt: skip
 def test_entitlements_by_plan_and_hosting(hosting: str, plan: str, features: set[str]) -> None:
     deployment = nm.Deployment(hosting=nm.Hosting(hosting), plan=nm.Plan(plan))
-    assert nm.settings.entitlements(deployment) == {nm.Feature(f) for f in features}
+    assert nm.entitlements(deployment) == {nm.Feature(f) for f in features}
 
 
 def test_cloud_needs_the_managed_service() -> None:
@@ -548,3 +573,8 @@ def test_email_settings_refuse_wrong_types(field: str, value: object) -> None:
     with pytest.raises(nm.ConfigError) as info:
         nm.EmailSettings(**fields)
     assert info.value.field == field
+
+
+def test_max_connections_defaults_to_one_and_takes_up_to_64() -> None:
+    assert nm.SmtpSettings(host="smtp.example.com").max_connections == 1
+    assert nm.SmtpSettings(host="smtp.example.com", max_connections=64).max_connections == 64

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 
@@ -95,6 +96,49 @@ def test_mailer_fixture_delivers_into_mail_outbox(
     report = mailer.send_test_email("you@example.com")
     assert report.accepted == ("you@example.com",)
     assert [sent.envelope.sender for sent in mail_outbox] == ["notifications@example.com"]
+
+
+def test_async_mailer_fixture_delivers_into_mail_outbox_without_a_running_loop(
+    async_mailer: nm.AsyncMailer,
+    async_mail_transport: nm.AsyncMemoryTransport,
+    mail_outbox: list[nm.Sent],
+) -> None:
+    assert async_mailer.transport is async_mail_transport
+    assert async_mail_transport.outbox is mail_outbox
+    report = asyncio.run(async_mailer.send_test_email("you@example.com"))
+    assert report.accepted == ("you@example.com",)
+    assert [sent.envelope.sender for sent in mail_outbox] == ["notifications@example.com"]
+
+
+ASYNC_HOST_TESTS = """
+import asyncio
+import time
+
+import notifymail as nm
+
+
+def test_async_retries_cost_no_real_time(async_mailer, async_mail_transport, mail_outbox):
+    async_mail_transport.fail_next(nm.TemporaryFailure("451 try later"), times=5)
+    started = time.monotonic()
+    report = asyncio.run(
+        async_mailer.notify(nm.Notification(["ops@example.com"], "Disk full", text="Full."))
+    )
+    assert report.ok
+    assert [sent.to for sent in mail_outbox] == [("ops@example.com",)]
+    assert time.monotonic() - started < 1.0
+
+
+def test_both_mailers_fill_one_outbox(mailer, async_mailer, mail_outbox):
+    mailer.send_test_email("a@example.com")
+    asyncio.run(async_mailer.send_test_email("b@example.com"))
+    assert [sent.recipients for sent in mail_outbox] == [("a@example.com",), ("b@example.com",)]
+"""
+
+
+def test_host_tests_get_an_async_mailer_on_the_same_outbox(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_async_host=ASYNC_HOST_TESTS)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
 
 
 def test_default_settings_are_self_hosted_oss(notifymail_settings: nm.EmailSettings) -> None:

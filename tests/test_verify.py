@@ -10,7 +10,11 @@ import notifymail as nm
 from smtp_servers import free_port
 
 USERS = {"robot": "s3cret-Passw0rd"}
-WRONG_HOST = {"host": "Wrong host or port", "port": "Wrong host or port"}
+
+
+def wrong_host(reason: str) -> dict[str, str]:
+    """Metabase's message on both fields, with the precise reason beside it."""
+    return dict.fromkeys(("host", "port"), f"Wrong host or port ({reason})")
 
 
 def test_working_settings_verify_without_sending_anything(smtp_server, server_tls, client_tls):
@@ -33,10 +37,11 @@ def test_wrong_password_is_reported_on_username_and_password(smtp_server, server
     result = nm.verify_smtp(settings, ssl_context=client_tls)
 
     assert not result.ok
-    assert dict(result.errors) == {
-        "username": "Wrong username or password",
-        "password": "Wrong username or password",
-    }
+    assert dict(result.errors) == dict.fromkeys(
+        ("username", "password"),
+        "Wrong username or password "
+        "(the server answered 535 5.7.8 Authentication credentials invalid)",
+    )
 
 
 def test_nothing_listening_is_reported_on_host_and_port():
@@ -45,14 +50,14 @@ def test_nothing_listening_is_reported_on_host_and_port():
     result = nm.verify_smtp(settings)
 
     assert not result.ok
-    assert dict(result.errors) == WRONG_HOST
+    assert dict(result.errors) == wrong_host("connection refused")
     assert result.security is nm.Security.NONE
 
 
 def test_silent_server_is_reported_on_host_and_port(silent_server):
     result = nm.verify_smtp(silent_server().settings(timeout=0.3))
 
-    assert dict(result.errors) == WRONG_HOST
+    assert dict(result.errors) == wrong_host("no answer within 0.3 s")
 
 
 def test_untrusted_certificate_is_reported_on_security(smtp_server, server_tls):
@@ -60,7 +65,9 @@ def test_untrusted_certificate_is_reported_on_security(smtp_server, server_tls):
 
     result = nm.verify_smtp(server.settings())  # the system store does not know the CA
 
-    assert dict(result.errors) == {"security": "TLS certificate not trusted"}
+    assert dict(result.errors) == {
+        "security": "TLS certificate not trusted (unable to get local issuer certificate)"
+    }
 
 
 def test_missing_starttls_is_reported_on_security(smtp_server, client_tls):
@@ -74,12 +81,14 @@ def test_missing_starttls_is_reported_on_security(smtp_server, client_tls):
 
 def test_autocorrect_finds_the_mode_the_server_speaks(smtp_server, server_tls, client_tls):
     server = smtp_server(starttls=server_tls, users=USERS)
-    # SSL against a STARTTLS port: the handshake fails; TLS, tried next, works.
+    # SSL against a STARTTLS port: the handshake fails; STARTTLS, tried next, works.
     settings = server.settings(security="ssl", username="robot", password=USERS["robot"])
 
     result = nm.verify_smtp(settings, autocorrect=True, ssl_context=client_tls)
 
-    assert result == nm.VerifyResult(ok=True, errors={}, security=nm.Security.TLS, corrected=True)
+    assert result == nm.VerifyResult(
+        ok=True, errors={}, security=nm.Security.STARTTLS, corrected=True
+    )
 
 
 def test_autocorrect_tries_ssl_last(smtp_server, server_tls, client_tls):
@@ -124,7 +133,9 @@ def test_tls_handshake_with_a_plain_server_is_reported_on_host_and_port(smtp_ser
 
     result = nm.verify_smtp(server.settings(security="ssl"), ssl_context=client_tls)
 
-    assert dict(result.errors) == WRONG_HOST
+    assert dict(result.errors) == wrong_host(
+        "the server does not speak TLS on connect; try starttls"
+    )
 
 
 def test_verify_result_is_immutable():

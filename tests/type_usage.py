@@ -5,9 +5,13 @@ A change that breaks a host's type checking breaks this file first.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
+from celery import Celery
+
 import notifymail as nm
+from notifymail.celery import CeleryOutbox, CeleryStatus, register
 
 
 def settings_from_code() -> nm.EmailSettings:
@@ -124,3 +128,65 @@ def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
     with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
         transport.send_many([])
     return result.security
+
+
+class AsyncQueueTransport(nm.AsyncTransport):
+    """An asyncio transport of a host's own: one coroutine to implement."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+        await self.queue.put(envelope.raw)
+        return nm.Delivery(envelope.message_id, envelope.recipients)
+
+
+async def async_mailer_usage(settings: nm.EmailSettings) -> list[nm.DeliveryReport]:
+    transport: nm.AsyncTransport = AsyncQueueTransport()
+    async with nm.AsyncMailer(settings, transport=transport, sleep=asyncio.sleep) as mailer:
+        reports = [
+            await mailer.send(nm.Message(["ann@example.com"], "Reset", text="Follow the link.")),
+            await mailer.notify(nm.Notification(["ann@example.com"], "Alert", text="Hi")),
+            await mailer.send_test_email("ann@example.com"),
+        ]
+        mailer.check_recipients(nm.Person("ann@example.com"), ["bob@example.com"])
+        people: list[nm.Person] = mailer.suggest_recipients(nm.Person("ann@example.com"))
+        assert people or reports
+        result: nm.VerifyResult = await mailer.verify(autocorrect=True)
+        assert result.ok or result.errors
+    return reports
+
+
+class PooledTransport(QueueTransport):
+    """A transport that delivers several envelopes at once."""
+
+    @property
+    def concurrency(self) -> int:
+        return 4
+
+
+def concurrency_usage(transport: nm.Transport, async_transport: nm.AsyncTransport) -> int:
+    at_the_wire: bool = transport.paces_at_the_wire or async_transport.paces_at_the_wire
+    assert at_the_wire or PooledTransport().concurrency
+    return transport.concurrency + async_transport.concurrency
+
+
+async def async_memory_usage() -> list[nm.Sent]:
+    transport = nm.AsyncMemoryTransport()
+    transport.refuse("bob@example.com")
+    transport.fail_next(nm.TemporaryFailure("451 try later"))
+    async with transport:
+        deliveries: list[nm.Delivery] = await transport.send_many([])
+        assert not deliveries
+    transport.clear()
+    return transport.outbox
+
+
+def celery_usage(app: Celery, settings: nm.EmailSettings, envelopes: list[nm.Envelope]) -> int:
+    task = register(app, lambda: nm.Mailer(settings))
+    assert task.name
+    outbox = CeleryOutbox(app, redis_url="redis://localhost:6379/0", queue="mail", lease=60.0)
+    queued = outbox.enqueue(envelopes, key="run-1")
+    status: CeleryStatus = outbox.status(queued.key)
+    outbox.close()
+    return status.pending if queued.new else status.accepted + status.refused + status.failed

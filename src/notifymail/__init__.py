@@ -1,12 +1,15 @@
 """notifymail: the email side of a host application's notifications.
 
-Settings, recipient policy, transports and one :class:`Mailer` that composes them.
+Settings, recipient policy, transports and one [`Mailer`][notifymail.Mailer] that composes them.
 Every public name is importable from here; the submodules are where they live.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
+from notifymail._enums import Feature, Hosting, Plan, Security, SuggestionMode
 from notifymail._lazy import lazy_exports
+from notifymail.editing import apply_changes
 from notifymail.errors import (
     AuthenticationFailed,
     ConfigError,
@@ -21,49 +24,49 @@ from notifymail.errors import (
     TemporaryFailure,
     TlsError,
 )
+from notifymail.plans import Deployment, entitlements
 from notifymail.policy import (
     Batch,
     Directory,
     InMemoryDirectory,
     Person,
-    apply_changes,
     can_manage_email,
     check_recipients,
-    entitlements,
     plan_delivery,
     suggest_recipients,
 )
+from notifymail.secret import Secret
 from notifymail.settings import (
     DeliverySettings,
-    Deployment,
     EmailSettings,
-    Feature,
-    Hosting,
     ManagedService,
-    Plan,
     RecipientPolicy,
     RetryPolicy,
-    Secret,
-    Security,
     SenderSettings,
     SmtpSettings,
-    SuggestionMode,
 )
 
 if TYPE_CHECKING:
-    from notifymail.mailer import DeliveryReport, Mailer
+    from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
-    from notifymail.transport.base import Transport
+    from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
-    from notifymail.transport.memory import MemoryTransport, Sent
+    from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
 
 __version__ = "0.1.0"
 
+# A library's records are the host's to show: without this handler, a host that never
+# configured logging would get the warnings on stderr from logging's last resort.
+logging.getLogger("notifymail").addHandler(logging.NullHandler())
+
 # Imported on first use (see notifymail._lazy).
 _LAZY = {
+    "AsyncMailer": "notifymail.mailer",
+    "AsyncMemoryTransport": "notifymail.transport.memory",
+    "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
     "Delivery": "notifymail.values",
@@ -83,6 +86,9 @@ _LAZY = {
 
 
 __all__ = [
+    "AsyncMailer",
+    "AsyncMemoryTransport",
+    "AsyncTransport",
     "Attachment",
     "AuthenticationFailed",
     "Batch",

@@ -85,7 +85,7 @@ def _common_normalized(address: str) -> str | None:
 def normalize_address(address: str) -> str:
     """Return ``address`` validated and normalised: domain lower-cased, Unicode form.
 
-    Raises :class:`ValueError` whose text is the reason, for the caller to wrap in the
+    Raises `ValueError` whose text is the reason, for the caller to wrap in the
     error type that fits (``ConfigError``, ``InvalidMessage``, a policy refusal).
     """
     if not isinstance(address, str):
@@ -123,7 +123,7 @@ def domain_of(address: str) -> str:
 
 @lru_cache(maxsize=16384)
 def normalize_domain(domain: str) -> str:
-    """Return ``domain`` as :func:`normalize_address` would store it, or raise ValueError."""
+    """Return ``domain`` as `normalize_address` would store it, or raise ValueError."""
     if not isinstance(domain, str):
         raise ValueError(f"a domain must be a str, not {type(domain).__name__}")
     candidate = domain.strip()

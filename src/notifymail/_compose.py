@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from notifymail._address import ascii_domain, domain_of, needs_smtputf8
@@ -31,7 +31,7 @@ from notifymail.values import Envelope
 if TYPE_CHECKING:
     from notifymail.settings import SenderSettings
 
-__all__ = ["compose", "compose_notification"]
+__all__ = ["compose", "compose_notification", "notification_envelopes"]
 
 _UNDISCLOSED_RECIPIENTS = b"To: undisclosed-recipients:;\r\n"
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -39,7 +39,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 
 
 class _Batch(Protocol):
-    """What :func:`compose_notification` needs of ``notifymail.policy.Batch``."""
+    """What `compose_notification` needs of ``notifymail.policy.Batch``."""
 
     @property
     def recipients(self) -> tuple[str, ...]: ...
@@ -72,9 +72,16 @@ def compose_notification(
     URL), and a recipient whose address needs SMTPUTF8, so that a server without it
     refuses that recipient alone rather than the batch.
     """
+    return list(notification_envelopes(notification, sender, batches))
+
+
+def notification_envelopes(
+    notification: Notification, sender: SenderSettings, batches: Sequence[_Batch]
+) -> Iterator[Envelope]:
+    """`compose_notification` one envelope at a time, for a caller that yields to an
+    event loop between them; the body is written once, before the first."""
     composition = _Composition(notification, sender, sender.reply_to)
     known = frozenset(notification.recipients)  # validated when the notification was made
-    envelopes = []
     for batch in batches:
         recipients = tuple(batch.recipients)
         if not known.issuperset(recipients):
@@ -83,9 +90,7 @@ def compose_notification(
             for recipient in recipients:
                 url = unsubscribe_url(recipient, notification.unsubscribe(recipient))
                 extra = f"List-Unsubscribe: {url}\r\nList-Unsubscribe-Post: {ONE_CLICK}\r\n"
-                envelopes.append(
-                    composition.envelope((recipient,), (recipient,), extra=extra.encode("ascii"))
-                )
+                yield composition.envelope((recipient,), (recipient,), extra=extra.encode("ascii"))
             continue
         alone: tuple[str, ...] = ()
         if len(recipients) > 1 and not composition.smtputf8:
@@ -96,9 +101,9 @@ def compose_notification(
         else:
             shared, hidden = recipients, batch.hidden
         if shared:
-            envelopes.append(composition.envelope(shared, None if hidden else shared))
-        envelopes += [composition.envelope((recipient,), (recipient,)) for recipient in alone]
-    return envelopes
+            yield composition.envelope(shared, None if hidden else shared)
+        for recipient in alone:
+            yield composition.envelope((recipient,), (recipient,))
 
 
 def _date() -> str:

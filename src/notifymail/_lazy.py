@@ -1,7 +1,7 @@
 """Names a package exports but imports on first use.
 
 ``import notifymail`` loads only the errors, the settings and the policy: the email
-package, smtplib, ssl and logging, which the rest needs, cost more start-up time than
+package, ssl and logging, which the rest needs, cost more start-up time than
 all of notifymail's own code.
 """
 

@@ -2,29 +2,37 @@
 
 Settings come from the Metabase-compatible ``MB_*`` variables. With no SMTP server
 configured, ``send-test`` prints the message it would send, so it works on a fresh
-machine. Exit status: 0 success, 1 a failed delivery or verification, 2 a bad or
-missing setting or argument; errors go to stderr as one line, never a traceback.
+machine. It is for a person at a terminal: ``send-test`` and ``verify`` make one attempt,
+bounded by the timeout, and say on stderr what they are doing. Exit status: 0 success,
+1 a failed delivery or verification, 2 a bad or missing setting or argument, 130
+interrupted (Ctrl-C); errors go to stderr as one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
 
+from notifymail import __version__
 from notifymail.errors import ConfigError, DeliveryError, InvalidMessage
 from notifymail.mailer import DeliveryReport, Mailer
-from notifymail.settings import EmailSettings, Secret
+from notifymail.message import validate_recipients
+from notifymail.settings import EmailSettings, Secret, SmtpSettings
 from notifymail.transport.console import ConsoleTransport
+from notifymail.transport.smtp import SmtpTransport
 from notifymail.verify import verify_smtp
 
 __all__ = ["main"]
 
 PLACEHOLDER_SENDER = "notifications@example.com"
 _FROM_VARIABLE = "MB_EMAIL_FROM_ADDRESS"
+_MAX_TIMEOUT = 3600.0
+INTERRUPTED = 130  # 128 + SIGINT, as shells report a command ended by Ctrl-C
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -43,6 +51,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DeliveryError as error:
         _error(f"delivery failed: {error}")
         return 1
+    except KeyboardInterrupt:
+        _error("interrupted")
+        return INTERRUPTED
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -50,17 +61,29 @@ def _parser() -> argparse.ArgumentParser:
         prog="notifymail",
         description="Notification email, configured by the MB_EMAIL_* environment variables.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    one_attempt = argparse.ArgumentParser(add_help=False)
+    one_attempt.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="how long the server may take to answer each step, instead of smtp.timeout",
+    )
 
     send_test = commands.add_parser(
         "send-test",
+        parents=[one_attempt],
         help="send a test email (printed instead when no SMTP server is configured)",
     )
     send_test.add_argument("--to", required=True, metavar="ADDR", help="the recipient")
     send_test.set_defaults(command=_send_test)
 
     verify = commands.add_parser(
-        "verify", help="connect to the SMTP server, set up TLS and log in; send nothing"
+        "verify",
+        parents=[one_attempt],
+        help="connect to the SMTP server, set up TLS and log in; send nothing",
     )
     verify.add_argument(
         "--autocorrect",
@@ -74,31 +97,44 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _send_test(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings, missing_sender = _load(environ)
-    if settings.active_smtp is not None:
-        if missing_sender is not None:
-            raise missing_sender
-        report = Mailer(settings).send_test_email(args.to)
-        if report.ok:
-            print(f"Sent a test email to {args.to}.")
-        return _report_failures(report)
-    print(
-        "No SMTP server configured (MB_EMAIL_SMTP_HOST is not set): "
-        "printing the message instead of sending it.",
-        file=sys.stderr,
-    )
-    if missing_sender is not None:
-        print(
-            f"{_FROM_VARIABLE} is not set: using the placeholder sender {PLACEHOLDER_SENDER}.",
-            file=sys.stderr,
+def _seconds(text: str) -> float:
+    """The ``--timeout`` argument: seconds, more than 0 and at most an hour."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= _MAX_TIMEOUT:  # also false for nan
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a number of seconds more than 0 and at most {_MAX_TIMEOUT:g}"
         )
-    mailer = Mailer(settings, transport=ConsoleTransport(stream=sys.stdout))
-    return _report_failures(mailer.send_test_email(args.to))
+    return seconds
+
+
+def _send_test(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    validate_recipients((args.to,), "--to")
+    settings, placeholder = _load(environ)
+    smtp = settings.active_smtp
+    if smtp is None:
+        _note(
+            "No SMTP server configured (MB_EMAIL_SMTP_HOST is not set): "
+            "printing the message instead of sending it."
+        )
+        if placeholder:
+            _note(
+                f"{_FROM_VARIABLE} is not set: using the placeholder sender {PLACEHOLDER_SENDER}."
+            )
+        mailer = Mailer(settings, transport=ConsoleTransport(stream=sys.stdout))
+        return _report_failures(mailer.send_test_email(args.to))
+    smtp = _with_timeout(smtp, args.timeout)
+    _note(f"connecting to {_describe(smtp)} to send a test email to {args.to} ...")
+    report = Mailer(_one_attempt(settings), transport=SmtpTransport(smtp)).send_test_email(args.to)
+    if report.ok:
+        print(f"Sent a test email to {args.to}.")
+    return _report_failures(report)
 
 
 def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings, _ = _load(environ)  # verify sends nothing, so the sender does not matter
+    settings, _ = _load(environ, sends=False)
     smtp = settings.active_smtp
     if smtp is None:
         raise ConfigError(
@@ -106,6 +142,8 @@ def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             field="smtp.host",
             env_var="MB_EMAIL_SMTP_HOST",
         )
+    smtp = _with_timeout(smtp, args.timeout)
+    _note(f"connecting to {_describe(smtp)} to log in and quit; nothing is sent ...")
     result = verify_smtp(smtp, autocorrect=args.autocorrect)
     server = f"{smtp.host}:{smtp.effective_port}"
     if not result.ok:
@@ -122,6 +160,23 @@ def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     return 0
 
 
+def _with_timeout(smtp: SmtpSettings, timeout: float | None) -> SmtpSettings:
+    return smtp if timeout is None else dataclasses.replace(smtp, timeout=timeout)
+
+
+def _one_attempt(settings: EmailSettings) -> EmailSettings:
+    """``settings`` without retries: a person at a terminal wants the outcome now."""
+    retry = dataclasses.replace(settings.delivery.retry, max_attempts=1)
+    return dataclasses.replace(
+        settings, delivery=dataclasses.replace(settings.delivery, retry=retry)
+    )
+
+
+def _describe(smtp: SmtpSettings) -> str:
+    """``host:port (security, timeout N s)``, for the line saying what is being done."""
+    return f"{smtp.host}:{smtp.effective_port} ({smtp.security.value}, timeout {smtp.timeout:g} s)"
+
+
 def _security_variable(settings: EmailSettings) -> str:
     """The variable that sets the security of the server ``verify`` checked."""
     if not settings.deployment.is_cloud:
@@ -132,28 +187,38 @@ def _security_variable(settings: EmailSettings) -> str:
 
 
 def _config(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
-    settings = EmailSettings.from_env(environ)
+    settings, placeholder = _load(environ)
+    if placeholder:
+        _note(
+            f"{_FROM_VARIABLE} is not set: showing the placeholder sender "
+            f"{PLACEHOLDER_SENDER}, which send-test uses while no SMTP server is configured."
+        )
     for name, value in _settings_lines("", settings):
         print(f"{name}: {value}")
     active = settings.active_smtp
     server = "(none)" if active is None else f"{active.host}:{active.effective_port}"
     print(f"active_smtp: {server}")
-    print(f"active_sender.from_address: {settings.active_sender.from_address}")
+    sender = settings.active_sender.from_address
+    print(f"active_sender.from_address: {sender}{' (placeholder)' if placeholder else ''}")
     return 0
 
 
-def _load(environ: Mapping[str, str]) -> tuple[EmailSettings, ConfigError | None]:
-    """The settings, with the placeholder sender when the from address alone is missing.
+def _load(environ: Mapping[str, str], *, sends: bool = True) -> tuple[EmailSettings, bool]:
+    """The settings, and whether the placeholder sender stands in for a missing from address.
 
-    Returns the error the missing from address raised, for commands that need a sender.
+    ``send-test`` and ``config`` accept the same setups: the placeholder only while no
+    SMTP server is configured, since nothing then leaves the machine. ``sends=False``
+    (``verify``, which sends nothing) accepts it with a server too.
     """
     try:
-        return EmailSettings.from_env(environ), None
+        return EmailSettings.from_env(environ), False
     except ConfigError as error:
         if error.env_var != _FROM_VARIABLE or environ.get(_FROM_VARIABLE, "").strip():
             raise
         settings = EmailSettings.from_env({**environ, _FROM_VARIABLE: PLACEHOLDER_SENDER})
-        return settings, error
+        if sends and settings.active_smtp is not None:
+            raise
+        return settings, True
 
 
 def _report_failures(report: DeliveryReport) -> int:
@@ -181,6 +246,11 @@ def _settings_lines(prefix: str, value: object) -> Iterator[tuple[str, str]]:
         yield name, "(not set)"
     else:
         yield name, str(value)
+
+
+def _note(message: str) -> None:
+    """A line on stderr saying what the tool is doing, for the person watching."""
+    print(message, file=sys.stderr, flush=True)
 
 
 def _error(message: str) -> None:

@@ -16,7 +16,7 @@
         └── PermanentFailure        not retryable
 
 Every message is one line that names the setting or variable at fault. No error ever
-holds a password: settings keep it in a :class:`~notifymail.Secret`, and the SMTP
+holds a password: settings keep it in a [`Secret`][notifymail.Secret], and the SMTP
 transport never puts credentials into an error's text.
 """
 
@@ -27,8 +27,8 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from notifymail._enums import Feature
     from notifymail._results import Delivery, Reply
-    from notifymail.settings import Feature
 
 __all__ = [
     "AuthenticationFailed",
@@ -110,8 +110,9 @@ class DeliveryError(NotifymailError):
 
     ``reply`` is the server's reply when there was one. ``retryable`` says whether the
     same attempt may succeed later; the retry loop reads this flag and nothing else.
-    ``deliveries`` holds what :meth:`Transport.send_many` delivered before this error.
-    ``refused`` maps each recipient to its reply when the envelope failed because the
+    ``deliveries`` holds what
+    [`Transport.send_many`][notifymail.transport.base.Transport.send_many] delivered before this
+    error. ``refused`` maps each recipient to its reply when the envelope failed because the
     server refused every recipient; it is empty for every other failure.
     """
 
@@ -160,7 +161,8 @@ class PermanentFailure(DeliveryError):
 def error_for_reply(
     message: str, reply: Reply, *, refused: Mapping[str, Reply] | None = None
 ) -> TemporaryFailure | PermanentFailure:
-    """The error for a server's refusal: :class:`TemporaryFailure` for a 4xx reply,
-    :class:`PermanentFailure` for anything else. For transports of every kind."""
+    """The error for a server's refusal: [`TemporaryFailure`][notifymail.TemporaryFailure] for a
+    4xx reply, [`PermanentFailure`][notifymail.PermanentFailure] for anything else. For transports
+    of every kind."""
     error_class = TemporaryFailure if reply.is_transient else PermanentFailure
     return error_class(message, reply=reply, refused=refused)

@@ -1,21 +1,33 @@
-"""The facade a host application talks to: it decides (policy), composes (message) and
-hands over (transport), retrying and pacing the hand-over, and does nothing else itself.
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio
+twin [`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and
+hand over (transport), retrying and pacing the hand-over by the rules of the shared core
+(``_delivery``), and do nothing else themselves.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
+import asyncio
+import contextvars
 import time
-from collections import deque
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from importlib import import_module
+from types import TracebackType
+from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
-from notifymail._compose import compose, compose_notification
+from notifymail._compose import compose, compose_notification, notification_envelopes
+from notifymail._delivery import (
+    DeliveryReport,
+    Handed,
+    Lanes,
+    Tally,
+    Throttle,
+    hand_over,
+    log_summary,
+    send_report,
+)
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
 from notifymail.policy import (
@@ -26,103 +38,64 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import Transport
-from notifymail.values import Delivery, Envelope, Reply
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
+from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
-    from notifymail.settings import EmailSettings
+    from notifymail.policy import Batch
+    from notifymail.settings import EmailSettings, SmtpSettings
     from notifymail.verify import VerifyResult
 
-__all__ = ["DeliveryReport", "Mailer"]
+__all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
 
-logger = logging.getLogger("notifymail.mailer")
+_T = TypeVar("_T", Transport, AsyncTransport)
 
-_WINDOW = 1.0  # seconds: the throttle's window
-# A wait rounded down to nothing would spin; a clock that has not yet reached the end
-# of the window by a rounding error is simply asked to sleep a microsecond more.
-_MIN_WAIT = 1e-6
-
-
-@dataclass(frozen=True, slots=True)
-class DeliveryReport:
-    """What happened to every recipient of a ``send`` or ``notify``.
-
-    Each recipient is in exactly one of ``accepted``, ``refused`` (the server said no to
-    that recipient, with its last reply) and ``failed`` (never handed over: connection,
-    TLS, authentication, or retries exhausted). ``deliveries`` lists every envelope the
-    server took, retries included, in order.
-    """
-
-    deliveries: tuple[Delivery, ...] = ()
-    accepted: tuple[str, ...] = ()
-    refused: Mapping[str, Reply] = field(default_factory=dict)
-    failed: Mapping[str, DeliveryError] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "deliveries", tuple(self.deliveries))
-        object.__setattr__(self, "accepted", tuple(self.accepted))
-        object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
-        object.__setattr__(self, "failed", MappingProxyType(dict(self.failed)))
-
-    @property
-    def ok(self) -> bool:
-        """True when every recipient accepted the message."""
-        return not self.refused and not self.failed
+# An asyncio notify composes its envelopes this many at a time, yielding to the event
+# loop in between, so a notification to thousands never holds the loop for long.
+_COMPOSE_CHUNK = 200
 
 
-@dataclass
-class _Tally:
-    """A report being filled in while envelopes are handed over."""
-
-    deliveries: list[Delivery] = field(default_factory=list)
-    accepted: dict[str, None] = field(default_factory=dict)
-    refused: dict[str, Reply] = field(default_factory=dict)
-    failed: dict[str, DeliveryError] = field(default_factory=dict)
-
-    def report(self) -> DeliveryReport:
-        return DeliveryReport(
-            deliveries=tuple(self.deliveries),
-            accepted=tuple(self.accepted),
-            refused=self.refused,
-            failed=self.failed,
-        )
-
-
-class _Throttle:
-    """Admits at most ``rate`` recipients in any one-second window, across threads.
-
-    It waits, never fails. Recipients count from the moment they are admitted. A batch
-    larger than ``rate`` is admitted alone, once the window is empty, rather than never.
-    The lock is released while sleeping, so waiting threads do not block each other's
-    bookkeeping.
-    """
+class _Facade(Generic[_T]):
+    """What both facades share: their settings, transport, directory, throttle, policy."""
 
     def __init__(
-        self, rate: int, clock: Callable[[], float], sleep: Callable[[float], object]
+        self,
+        settings: EmailSettings,
+        transport: _T,
+        directory: Directory | None,
+        clock: Callable[[], float],
     ) -> None:
-        self._rate = rate
+        self.settings = settings
+        self.transport: _T = transport
+        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
         self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._admitted: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
-        self._in_window = 0
+        rate = settings.delivery.max_recipients_per_second
+        self._throttle = None if rate is None else Throttle(rate)
 
-    def admit(self, recipients: int) -> None:
-        """Return once ``recipients`` more fit in the current one-second window."""
-        while True:
-            with self._lock:
-                now = self._clock()
-                while self._admitted and self._admitted[0][0] <= now:
-                    self._in_window -= self._admitted.popleft()[1]
-                if not self._admitted or self._in_window + recipients <= self._rate:
-                    self._admitted.append((now + _WINDOW, recipients))
-                    self._in_window += recipients
-                    return
-                wait = self._admitted[0][0] - now
-            self._sleep(max(wait, _MIN_WAIT))
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+
+    def check_recipients(
+        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
+    ) -> None:
+        """[`check_recipients`][notifymail.check_recipients] with this mailer's settings and
+        directory."""
+        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
+
+    def suggest_recipients(
+        self, viewer: Person, *, everyone_group: str | None = None
+    ) -> list[Person]:
+        """[`suggest_recipients`][notifymail.suggest_recipients] with this mailer's settings
+        and directory."""
+        return suggest_recipients(
+            viewer, self.directory, self.settings, everyone_group=everyone_group
+        )
+
+    def _batches(self, notification: Notification) -> list[Batch]:
+        return plan_delivery(notification.recipients, self.directory, self.settings)
 
 
-class Mailer:
+class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
@@ -142,15 +115,13 @@ class Mailer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
     ) -> None:
-        self.settings = settings
-        self.transport = transport if transport is not None else _smtp_transport(settings)
-        self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
-        self._sleep = sleep
-        rate = settings.delivery.max_recipients_per_second
-        self._throttle = None if rate is None else _Throttle(rate, clock, sleep)
+        if transport is None:
+            smtp = _active_smtp(settings)
+            from notifymail.transport.smtp import SmtpTransport
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(transport={type(self.transport).__name__})"
+            transport = SmtpTransport(smtp)
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
 
     def __enter__(self) -> Self:
         """Keep one connection for every send inside the block (opened by the first)."""
@@ -169,124 +140,294 @@ class Mailer:
         """Send system mail (a password reset, an invitation) as one envelope.
 
         Retryable errors are retried; partial refusals come back in the report. Raises the
-        :class:`~notifymail.DeliveryError` when no recipient could be handed the message.
+        [`DeliveryError`][notifymail.DeliveryError] when no recipient could be handed the message.
         """
         envelope = compose(message, self.settings.active_sender)
-        tally = _Tally()
         with self:  # one connection for the retries too
-            error = self._hand_over(envelope, tally)
-        if error is not None and not tally.accepted:
-            raise error
-        return tally.report()
+            return send_report(self._hand_over(envelope))
 
     def notify(self, notification: Notification) -> DeliveryReport:
         """Send an alert or subscription to its recipients, batched by the delivery policy.
 
         The body is composed once. Each envelope waits for the throttle, and retryable
         errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises :class:`~notifymail.DeliveryError`:
+        recipient that already accepted. Never raises [`DeliveryError`][notifymail.DeliveryError]:
         what failed is in the report. An invalid address or header raises
-        :class:`~notifymail.InvalidMessage` before anything is sent.
+        [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
         """
-        batches = plan_delivery(notification.recipients, self.directory, self.settings)
+        batches = self._batches(notification)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        tally = _Tally()
         with self:  # one connection for every envelope, even outside the host's block
-            for envelope in envelopes:
-                self._hand_over(envelope, tally)
-        logger.info(
-            "notify: %d envelope(s), %d accepted, %d refused, %d failed",
-            len(envelopes),
-            len(tally.accepted),
-            len(tally.refused),
-            len(tally.failed),
-        )
-        return tally.report()
-
-    def check_recipients(
-        self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
-    ) -> None:
-        """:func:`notifymail.policy.check_recipients` with this mailer's settings, directory."""
-        check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
-
-    def suggest_recipients(
-        self, viewer: Person, *, everyone_group: str | None = None
-    ) -> list[Person]:
-        """:func:`notifymail.policy.suggest_recipients` with this mailer's settings, directory."""
-        return suggest_recipients(
-            viewer, self.directory, self.settings, everyone_group=everyone_group
-        )
+            report = self._hand_over_all(envelopes)
+        log_summary(len(envelopes), report)
+        return report
 
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
-        return self.send(
-            Message(
-                to=(to,),
-                subject="Test email from notifymail",
-                text=_TEST_TEXT,
-                html=_TEST_HTML,
-            )
-        )
+        return self.send(_test_message(to))
 
     def verify(self, *, autocorrect: bool = False) -> VerifyResult:
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
-        With an :class:`SmtpTransport`, its TLS context is used, so a private CA given to
-        the transport is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.Transport.probe]), so a private CA or an OAuth2 token
+        given to it counts here too; otherwise through an SMTP transport for the settings.
         """
-        from notifymail.transport.smtp import SmtpTransport
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_smtp, verify_transport
 
         smtp = self.settings.active_smtp
         if smtp is None:
             raise _no_server()
-        transport = self.transport
-        context = transport.ssl_context if isinstance(transport, SmtpTransport) else None
-        return verify_smtp(smtp, autocorrect=autocorrect, ssl_context=context)
+        result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
+        return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
 
-    def _hand_over(self, envelope: Envelope, tally: _Tally) -> DeliveryError | None:
-        """Deliver one envelope with retries, record the outcome in ``tally``.
+    def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in threads."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
 
-        Only recipients that have not accepted are ever tried again: the whole envelope
-        after a retryable error, the recipients alone after a 4xx refusal. Returns the
-        last error when no recipient of a try accepted, else None.
-        """
-        retry = self.settings.delivery.retry
-        pending = envelope
-        attempt = 1
+        def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            lane(0)
+        else:
+            with ThreadPoolExecutor(lanes.width, thread_name_prefix="notifymail") as pool:
+                running = [
+                    pool.submit(contextvars.copy_context().run, lane, number)
+                    for number in range(lanes.width)
+                ]
+            for future in running:
+                future.result()
+        return tally.report()
+
+    def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
+        step = next(plan)
         while True:
-            if self._throttle is not None:
-                self._throttle.admit(len(pending.recipients))
-            error: DeliveryError | None = None
+            if step.wait:
+                self._sleep(step.wait)
             try:
-                delivery = self.transport.send(pending)
-            except DeliveryError as raised:
-                error = raised
-                if not error.refused:  # the envelope as a whole failed
-                    if error.retryable and attempt < retry.max_attempts:
-                        logger.debug("attempt %d failed, will retry: %s", attempt, error)
-                        self._sleep(retry.delay(attempt))
-                        attempt += 1
-                        continue
-                    tally.failed.update(dict.fromkeys(pending.recipients, error))
-                    return error
-                # The server refused every recipient: the same as a delivery to no one.
-                delivery = Delivery(pending.message_id, accepted=(), refused=error.refused)
-            else:
-                tally.deliveries.append(delivery)
-            tally.accepted.update(dict.fromkeys(delivery.accepted))
-            tally.refused.update(delivery.refused)
-            again = tuple(
-                address for address, reply in delivery.refused.items() if reply.is_transient
-            )
-            if not again or attempt >= retry.max_attempts:
-                return error
-            for address in again:
-                del tally.refused[address]
-            logger.debug("attempt %d: %d recipient(s) refused for now", attempt, len(again))
-            pending = envelope.with_recipients(again)
-            self._sleep(retry.delay(attempt))
-            attempt += 1
+                step = plan.send(self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once: the throttle applies, no retry.
+
+        Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
+        Outside a ``with`` block of the mailer, the transport opens and closes around it.
+        """
+        pacer = (
+            None if self._throttle is None else _Pacer(self._throttle, self._clock, self._sleep)
+        )
+        token = PACER.set(pacer)
+        try:
+            return self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
+        finally:
+            PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class AsyncMailer(_Facade[AsyncTransport]):
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition,
+    report, retries, throttle and errors, awaited, never blocking the event loop.
+
+    Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
+    ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
+    loop. Use it with ``async with`` to keep one connection for every send inside the
+    block; tasks may share it, and the throttle holds across all of them.
+    ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
+    [`Mailer`][notifymail.Mailer].
+    """
+
+    def __init__(
+        self,
+        settings: EmailSettings,
+        *,
+        transport: AsyncTransport | None = None,
+        directory: Directory | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> None:
+        if transport is None:
+            smtp = _active_smtp(settings)
+            # The asyncio SMTP driver, imported only by the mailers that need it.
+            driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
+            transport = cast(AsyncTransport, driver(smtp))
+        super().__init__(settings, transport, directory, clock)
+        self._sleep = sleep
+
+    async def __aenter__(self) -> Self:
+        """Keep one connection for every send inside the block (opened by the first)."""
+        await self.transport.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.transport.__aexit__(exc_type, exc, traceback)
+
+    async def send(self, message: Message) -> DeliveryReport:
+        """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
+        envelope = compose(message, self.settings.active_sender)
+        async with self:  # one connection for the retries too
+            return send_report(await self._hand_over(envelope))
+
+    async def notify(self, notification: Notification) -> DeliveryReport:
+        """Send an alert or subscription to its recipients, as
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
+        batches = self._batches(notification)
+        envelopes: list[Envelope] = []
+        sender = self.settings.active_sender
+        for envelope in notification_envelopes(notification, sender, batches):
+            envelopes.append(envelope)
+            if len(envelopes) % _COMPOSE_CHUNK == 0:
+                await asyncio.sleep(0)
+        async with self:  # one connection for every envelope, even outside the host's block
+            report = await self._hand_over_all(envelopes)
+        log_summary(len(envelopes), report)
+        return report
+
+    async def send_test_email(self, to: str) -> DeliveryReport:
+        """Send a short message to ``to`` saying that email is set up."""
+        return await self.send(_test_message(to))
+
+    async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
+        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+
+        The check runs in a worker thread, off the event loop. A transport's
+        ``ssl_context``, when it has one, is used, so a private CA given to the transport
+        is trusted here too.
+        """
+        import ssl
+
+        from notifymail.verify import verify_smtp
+
+        smtp = _active_smtp(self.settings)
+        context = getattr(self.transport, "ssl_context", None)
+        return await asyncio.to_thread(
+            verify_smtp,
+            smtp,
+            autocorrect=autocorrect,
+            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
+        )
+
+    async def _hand_over_all(self, envelopes: list[Envelope]) -> DeliveryReport:
+        """Hand envelopes over, as many at once as the transport's concurrency, in tasks."""
+        tally = Tally()
+        lanes = Lanes(envelopes, self.transport.concurrency)
+
+        async def lane(number: int) -> None:
+            while (envelope := lanes.next(number)) is not None:
+                tally.add(await self._hand_over(envelope, lanes))
+
+        if lanes.width == 1:
+            await lane(0)
+        else:
+            running = [asyncio.ensure_future(lane(number)) for number in range(lanes.width)]
+            try:
+                await asyncio.gather(*running)
+            finally:  # an error (or a cancellation) in one lane stops the others
+                for task in running:
+                    task.cancel()
+                await asyncio.gather(*running, return_exceptions=True)
+        return tally.report()
+
+    async def _hand_over(self, envelope: Envelope, lanes: Lanes | None = None) -> Handed:
+        """Deliver one envelope with the retry policy (see `hand_over`)."""
+        plan = hand_over(envelope, self.settings.delivery.retry, lanes)
+        step = next(plan)
+        while True:
+            if step.wait:
+                await self._sleep(step.wait)
+            try:
+                step = plan.send(await self._attempt(step.envelope))
+            except StopIteration as done:
+                handed: Handed = done.value
+                return handed
+
+    async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
+        """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
+        pacer = (
+            None
+            if self._throttle is None
+            else _AsyncPacer(self._throttle, self._clock, self._sleep)
+        )
+        token = ASYNC_PACER.set(pacer)
+        try:
+            return await self.transport.send(envelope)
+        except DeliveryError as error:
+            return error
+        finally:
+            ASYNC_PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class _Reservations:
+    """One attempt's view of its mailer's throttle: what it admitted, to finish after."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        self._throttle = throttle
+        self._clock = clock
+        self._admitted = 0
+
+    def reserve(self, recipients: int) -> float:
+        wait = self._throttle.reserve(recipients, self._clock)
+        if not wait:
+            self._admitted += recipients
+        return wait
+
+    def finish(self) -> None:
+        if self._admitted:
+            self._throttle.finish(self._admitted, self._clock)
+            self._admitted = 0
+
+
+class _Pacer(_Reservations):
+    """The `Pacer` a ``Mailer`` installs for one attempt."""
+
+    def __init__(
+        self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    def wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class _AsyncPacer(_Reservations):
+    """The asyncio pacer an ``AsyncMailer`` installs for one attempt."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    async def wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
+
+
+def _active_smtp(settings: EmailSettings) -> SmtpSettings:
+    smtp = settings.active_smtp
+    if smtp is None:
+        raise _no_server()
+    return smtp
 
 
 def _no_server() -> ConfigError:
@@ -295,13 +436,10 @@ def _no_server() -> ConfigError:
     )
 
 
-def _smtp_transport(settings: EmailSettings) -> Transport:
-    smtp = settings.active_smtp
-    if smtp is None:
-        raise _no_server()
-    from notifymail.transport.smtp import SmtpTransport
-
-    return SmtpTransport(smtp)
+def _test_message(to: str) -> Message:
+    return Message(
+        to=(to,), subject="Test email from notifymail", text=_TEST_TEXT, html=_TEST_HTML
+    )
 
 
 _TEST_TEXT = (

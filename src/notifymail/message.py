@@ -298,9 +298,10 @@ class Notification:
             )
         object.__setattr__(self, "unsubscribe", unsubscribe)
         object.__setattr__(self, "list_id", None if list_id is None else _checked_list_id(list_id))
-        made = (_UNSUBSCRIBE_HEADERS if unsubscribe else set()) | (
-            {"list-id"} if list_id else set()
-        )
+        made = {
+            *(_UNSUBSCRIBE_HEADERS if unsubscribe is not None else ()),
+            *(("list-id",) if list_id is not None else ()),
+        }
         for name in self.headers:
             if name.lower() in made:
                 raise InvalidMessage(

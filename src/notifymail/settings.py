@@ -1,34 +1,37 @@
-"""Immutable, validated email settings, and where they come from.
+"""Immutable, validated email settings.
 
 Every class is a frozen, slotted, keyword-only dataclass whose constructor checks its
-input and raises :class:`~notifymail.ConfigError` naming the field at fault, so an
+input and raises [`ConfigError`][notifymail.ConfigError] naming the field at fault, so an
 invalid configuration cannot exist. ``dataclasses.replace`` re-validates. Only
-:meth:`EmailSettings.from_env` reads the environment, and it names the variable at fault.
+[`EmailSettings.from_env`][notifymail.settings.EmailSettings.from_env] reads the
+environment (through ``notifymail.env``), and its errors name the variable at fault;
+``apply_changes`` (``notifymail.editing``) builds them from the admin form, naming the
+setting.
+
+The string under each field documents it; the configuration reference in
+docs/configuration.md is generated from these and from the settings table
+(``notifymail._table``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hmac
-import json
-import math
 import os
 import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
-from typing import TYPE_CHECKING, Any, Final, TypeVar, final
+from typing import TYPE_CHECKING, Any, Final
 
 from typing_extensions import Self
 
-from notifymail._address import (
-    address_key,
-    has_control_character,
-    normalize_address,
-    normalize_domain,
-)
-from notifymail.errors import ConfigError, FeatureNotAvailable
+import notifymail._checks as check
+from notifymail._address import has_control_character, normalize_domain
+from notifymail._checks import Labeller, Validated, build, default_at, field_label
+from notifymail._enums import Feature, Hosting, Plan, Security, SuggestionMode
+from notifymail._table import gates
+from notifymail.env import read_values, snapshot
+from notifymail.plans import Deployment, entitlements, require_feature
+from notifymail.secret import Secret
 
 __all__ = [
     "DeliverySettings",
@@ -47,68 +50,8 @@ __all__ = [
     "SuggestionMode",
     "entitlements",
 ]
-
-
-class _ParsedEnum(str, Enum):
-    """A str enum whose lookup by value ignores case, surrounding space and ``_`` vs ``-``."""
-
-    @classmethod
-    def _missing_(cls, value: object) -> Self | None:
-        if isinstance(value, str):
-            key = value.strip().lower().replace("_", "-")
-            for member in cls:
-                if member.value == key:
-                    return member
-        return None
-
-    def __str__(self) -> str:
-        return str(self.value)
-
-    @classmethod
-    def choices(cls) -> str:
-        """The allowed values, comma-separated, for error messages."""
-        return ", ".join(member.value for member in cls)
-
-
-class Security(_ParsedEnum):
-    """How the connection to the SMTP server is protected.
-
-    ``NONE`` plain SMTP; ``SSL`` TLS from the first byte (port 465); ``STARTTLS`` an
-    upgrade the server must offer; ``TLS`` an upgrade when offered (Metabase's meaning).
-    """
-
-    NONE = "none"
-    SSL = "ssl"
-    TLS = "tls"
-    STARTTLS = "starttls"
-
-
-class Hosting(_ParsedEnum):
-    SELF_HOSTED = "self-hosted"
-    CLOUD = "cloud"
-
-
-class Plan(_ParsedEnum):
-    OSS = "oss"
-    STARTER = "starter"
-    PRO = "pro"
-    ENTERPRISE = "enterprise"
-
-
-class SuggestionMode(_ParsedEnum):
-    """Whom recipient pickers suggest: everyone, people sharing a group, or no one."""
-
-    ALL = "all"
-    GROUP = "group"
-    NONE = "none"
-
-
-class Feature(_ParsedEnum):
-    CLOUD_CUSTOM_SMTP = "cloud-custom-smtp"
-    EMAIL_ALLOW_LIST = "email-allow-list"
-    EMAIL_RESTRICT_RECIPIENTS = "email-restrict-recipients"
-    ADVANCED_PERMISSIONS = "advanced-permissions"
-
+# Deployment, entitlements, Secret and the enums live in plans, secret and _enums; they
+# are re-exported here, the settings' vocabulary, for the modules that import them so.
 
 _DEFAULT_PORTS: Final = {
     Security.NONE: 25,
@@ -118,181 +61,36 @@ _DEFAULT_PORTS: Final = {
 }
 _CLOUD_CUSTOM_PORTS: Final = (465, 587, 2525)
 _CLOUD_CUSTOM_SECURITY: Final = (Security.SSL, Security.TLS, Security.STARTTLS)
-_PAID_FEATURES: Final = frozenset(
-    {Feature.EMAIL_ALLOW_LIST, Feature.EMAIL_RESTRICT_RECIPIENTS, Feature.ADVANCED_PERMISSIONS}
-)
-_FEATURE_PLANS: Final = {
-    Feature.CLOUD_CUSTOM_SMTP: "Pro or Enterprise on Cloud",
-    Feature.EMAIL_ALLOW_LIST: "Pro or Enterprise",
-    Feature.EMAIL_RESTRICT_RECIPIENTS: "Pro or Enterprise",
-    Feature.ADVANCED_PERMISSIONS: "Pro or Enterprise",
-}
-
-
-@final
-class Secret:
-    """A password that never shows itself: not in ``repr``, ``str``, ``format`` or logs.
-
-    ``reveal()`` returns the value; ``masked()`` is what an admin form displays. Two
-    secrets compare equal, in constant time, when their values do.
-    """
-
-    __slots__ = ("_value",)
-    _STARS: Final = "**********"
-
-    def __init__(self, value: str) -> None:
-        if not isinstance(value, str):
-            raise TypeError(f"Secret holds a str, not {type(value).__name__}")
-        self._value = value
-
-    def reveal(self) -> str:
-        """The secret value itself, for the one place that must send it."""
-        return self._value
-
-    def masked(self) -> str:
-        """``**********`` and the last two characters; only stars when shorter than six."""
-        if len(self._value) < 6:
-            return self._STARS
-        return self._STARS + self._value[-2:]
-
-    def __repr__(self) -> str:
-        return f"Secret('{self._STARS}')"
-
-    def __str__(self) -> str:
-        return self._STARS
-
-    def __format__(self, format_spec: str) -> str:
-        return format(self._STARS, format_spec)
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Secret):
-            return NotImplemented
-        return hmac.compare_digest(self._value.encode(), other._value.encode())
-
-    def __hash__(self) -> int:
-        return hash((Secret, self._value))
-
-    def __len__(self) -> int:
-        return len(self._value)
-
-
-# --- field checks: each returns the clean value or raises ConfigError naming the field ---
-
-
-_NO_CONTROL_CHARACTERS: Final = "must not contain a line break, NUL or control character"
-
-
-def _invalid(field_name: str, problem: str) -> ConfigError:
-    return ConfigError(f"{field_name}: {problem}", field=field_name)
-
-
-def _text(field_name: str, value: object, *, empty_ok: bool = False) -> str:
-    if not isinstance(value, str):
-        raise _invalid(field_name, f"must be a str, not {type(value).__name__}")
-    if has_control_character(value):
-        raise _invalid(field_name, _NO_CONTROL_CHARACTERS)
-    if not empty_ok and not value.strip():
-        raise _invalid(field_name, "must not be empty")
-    return value
-
-
-def _optional_text(field_name: str, value: object) -> str | None:
-    """Text, with ``None`` and the empty string both meaning "not set"."""
-    if value is None or value == "":
-        return None
-    return _text(field_name, value)
-
-
-def _address(field_name: str, value: object) -> str:
-    address = _text(field_name, value)
-    try:
-        return normalize_address(address)
-    except ValueError as error:
-        raise _invalid(field_name, f"{address!r} is not a valid email address: {error}") from None
-
-
-def _addresses(field_name: str, value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
-        raise _invalid(field_name, "must be a tuple of addresses, not a str")
-    if not isinstance(value, Iterable):
-        raise _invalid(field_name, f"must be a tuple of addresses, not {type(value).__name__}")
-    unique: dict[str, str] = {}
-    for item in value:
-        address = _address(field_name, item)
-        unique.setdefault(address_key(address), address)
-    return tuple(unique.values())
-
-
-_E = TypeVar("_E", bound=_ParsedEnum)
-
-
-def _enum(enum: type[_E], field_name: str, value: object) -> _E:
-    try:
-        return enum(value)
-    except ValueError:
-        raise _invalid(field_name, f"{value!r} is not one of {enum.choices()}") from None
-
-
-def _integer(field_name: str, value: object, low: int, high: int | None, what: str) -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise _invalid(field_name, f"{value!r} is not {what}")
-    if value < low or (high is not None and value > high):
-        raise _invalid(field_name, f"{value!r} is not {what}")
-    return value
-
-
-def _port(field_name: str, value: object) -> int:
-    return _integer(field_name, value, 1, 65535, "a port number (1-65535)")
-
-
-def _count(field_name: str, value: object) -> int:
-    return _integer(field_name, value, 0, None, "a count (0 or more)")
-
-
-def _number(field_name: str, value: object, *, low: float, low_inclusive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise _invalid(field_name, f"{value!r} is not a finite number")
-    if value < low or (value == low and not low_inclusive):
-        bound = f">= {low:g}" if low_inclusive else f"> {low:g}"
-        raise _invalid(field_name, f"{value!r} is not a number {bound}")
-    return float(value)
-
-
-def _boolean(field_name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _invalid(field_name, f"{value!r} is not True or False")
-    return value
-
-
-def _instance(field_name: str, value: object, kind: type[Any]) -> None:
-    if not isinstance(value, kind):
-        raise _invalid(field_name, f"must be a {kind.__name__}, not {type(value).__name__}")
-
-
-def _set(instance: object, name: str, value: object) -> None:
-    """Store a normalised value on a frozen dataclass during its own __post_init__."""
-    object.__setattr__(instance, name, value)
-
-
-# --- the settings ---
+_MAX_CONNECTIONS: Final = 64
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SmtpSettings:
+class SmtpSettings(Validated):
     """An SMTP server and how to talk to it.
 
-    ``port`` stays ``None`` when not given; :attr:`effective_port` supplies the default
+    ``port`` stays ``None`` when not given;
+    [`effective_port`][notifymail.settings.SmtpSettings.effective_port] supplies the default
     for the security mode. ``password`` may be given as a ``str``; it is kept as a
-    :class:`Secret`. ``timeout`` bounds every socket operation, in seconds.
+    [`Secret`][notifymail.Secret]. ``timeout`` bounds every socket operation, in seconds.
     """
 
     host: str
+    """a host name or IP address; no host in the environment means no server"""
     port: int | None = None
+    """1-65535; `effective_port` gives the default for the security: none 25, ssl 465,
+    tls 587, starttls 587"""
     security: Security = Security.NONE
+    """none, ssl, tls, starttls (case-insensitive); see [Security modes](security-modes.md)"""
     username: str | None = None
+    """needed with `password`; alone, the transport logs in with an OAuth2 token (XOAUTH2)"""
     password: Secret | None = None
+    """a `str` is wrapped in a `Secret`"""
     timeout: float = 10.0
+    """seconds, for every socket operation; > 0"""
     cafile: str | None = None
+    """a PEM bundle that replaces the system trust store (unset: `SSL_CERT_FILE` works too)"""
+    max_connections: int = 1
+    """how many connections the transport may hold open to this server at once; 1-64"""
 
     if TYPE_CHECKING:
 
@@ -306,30 +104,45 @@ class SmtpSettings:
             password: Secret | str | None = None,
             timeout: float = 10.0,
             cafile: str | None = None,
+            max_connections: int = 1,
         ) -> None: ...
 
-    def __post_init__(self) -> None:
-        host = _text("host", self.host).strip()
-        if any(character.isspace() for character in host) or "/" in host or "@" in host:
-            raise _invalid("host", f"{host!r} is not a host name or IP address")
-        _set(self, "host", host)
-        if self.port is not None:
-            _port("port", self.port)
-        _set(self, "security", _enum(Security, "security", self.security))
-        _set(self, "username", _optional_text("username", self.username))
-        password = self.password
-        if isinstance(password, str):
-            password = Secret(password) if password else None
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        password = values["password"]
         if password is not None:
-            _instance("password", password, Secret)
+            check.instance(label("password"), password, Secret)
             if has_control_character(password.reveal()):
-                raise _invalid("password", _NO_CONTROL_CHARACTERS)
-        _set(self, "password", password)
-        if (self.username is None) != (password is None):
-            missing = "password" if password is None else "username"
-            raise _invalid(missing, "username and password are set together or not at all")
-        _set(self, "timeout", _number("timeout", self.timeout, low=0, low_inclusive=False))
-        _set(self, "cafile", _optional_text("cafile", self.cafile))
+                raise label("password").error(check.NO_CONTROL_CHARACTERS)
+        host = check.text(label("host"), values["host"]).strip()
+        if any(character.isspace() for character in host) or "/" in host or "@" in host:
+            raise label("host").error(f"{check.shown(host)} is not a host name or IP address")
+        port = values["port"]
+        if port is not None:
+            check.integer(label("port"), port, 1, 65535, "a port number (1-65535)")
+        username = check.optional_text(label("username"), values["username"])
+        if username is None and password is not None:
+            raise label("username").error("a password needs a username")
+        return {
+            "host": host,
+            "port": port,
+            "security": check.enum(
+                label("security"), Security, "a security mode", values["security"]
+            ),
+            "username": username,
+            "password": password,
+            "timeout": check.number(
+                label("timeout"), values["timeout"], low=0, low_inclusive=False
+            ),
+            "cafile": check.optional_text(label("cafile"), values["cafile"]),
+            "max_connections": check.integer(
+                label("max_connections"),
+                values["max_connections"],
+                1,
+                _MAX_CONNECTIONS,
+                f"a number of connections (1-{_MAX_CONNECTIONS})",
+            ),
+        }
 
     @property
     def effective_port(self) -> int:
@@ -343,76 +156,116 @@ class SmtpSettings:
     @classmethod
     def gmail(cls, username: str, password: Secret | str) -> Self:
         """Gmail or Google Workspace: smtp.gmail.com, SSL on 465, an app password."""
-        return cls(
-            host="smtp.gmail.com",
-            port=465,
-            security=Security.SSL,
+        return cls._preset(
+            "smtp.gmail.com",
+            465,
+            Security.SSL,
             username=username,
             password=password,
+            field="password",
         )
 
     @classmethod
     def ses(cls, region: str, username: str, password: Secret | str) -> Self:
         """Amazon SES in ``region`` (for example ``eu-west-1``): STARTTLS on 587."""
-        region = _text("region", region).strip().lower()
+        label = field_label("region")
+        region = check.text(label, region).strip().lower()
         if not region.replace("-", "").isalnum():
-            raise _invalid("region", f"{region!r} is not an AWS region name")
-        return cls(
-            host=f"email-smtp.{region}.amazonaws.com",
-            port=587,
-            security=Security.STARTTLS,
-            username=username,
-            password=password,
+            raise label.error(f"{check.shown(region)} is not an AWS region name")
+        host = f"email-smtp.{region}.amazonaws.com"
+        return cls._preset(
+            host, 587, Security.STARTTLS, username=username, password=password, field="password"
         )
 
     @classmethod
     def mandrill(cls, username: str, api_key: Secret | str) -> Self:
         """Mandrill (Mailchimp Transactional): STARTTLS on 587, an API key as password."""
-        return cls(
-            host="smtp.mandrillapp.com",
-            port=587,
-            security=Security.STARTTLS,
+        return cls._preset(
+            "smtp.mandrillapp.com",
+            587,
+            Security.STARTTLS,
             username=username,
             password=api_key,
+            field="api_key",
         )
+
+    @classmethod
+    def _preset(
+        cls,
+        host: str,
+        port: int,
+        security: Security,
+        *,
+        username: str,
+        password: Secret | str,
+        field: str,
+    ) -> Self:
+        """A provider's server; these providers need a password (or key) with the username."""
+        if not password:
+            raise field_label(field).error("is required for this provider")
+        return cls(host=host, port=port, security=security, username=username, password=password)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SenderSettings:
+class SenderSettings(Validated):
     """Who the mail is from. ``from_name`` may hold any printable text, commas included."""
 
     from_address: str
+    """validated by email-validator, no DNS"""
     from_name: str | None = None
+    """any printable text; quoted or RFC 2047 encoded on output"""
     reply_to: tuple[str, ...] = ()
+    """a JSON list or comma-separated in the environment; a bare `str` in code is refused"""
 
-    def __post_init__(self) -> None:
-        _set(self, "from_address", _address("from_address", self.from_address))
-        _set(self, "from_name", _optional_text("from_name", self.from_name))
-        _set(self, "reply_to", _addresses("reply_to", self.reply_to))
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        return {
+            "from_address": check.address(label("from_address"), values["from_address"]),
+            "from_name": check.optional_text(label("from_name"), values["from_name"]),
+            "reply_to": check.addresses(label("reply_to"), values["reply_to"]),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RetryPolicy:
+class RetryPolicy(Validated):
     """How retryable failures are retried: exponential backoff with jitter, capped.
 
     ``max_attempts`` counts every attempt, the first included, so 1 means no retry.
     """
 
     max_attempts: int = 6
+    """attempts in all, the first included; >= 1"""
     initial_interval: float = 0.5
+    """seconds; > 0"""
     multiplier: float = 2.0
+    """>= 1"""
     jitter: float = 0.1
+    """fraction, 0-1"""
     max_interval: float = 30.0
+    """seconds; > 0; caps every delay, jitter included"""
 
-    def __post_init__(self) -> None:
-        _integer("max_attempts", self.max_attempts, 1, None, "a number of attempts (1 or more)")
-        for name in ("initial_interval", "max_interval"):
-            _set(self, name, _number(name, getattr(self, name), low=0, low_inclusive=False))
-        _set(self, "multiplier", _number("multiplier", self.multiplier, low=1, low_inclusive=True))
-        jitter = _number("jitter", self.jitter, low=0, low_inclusive=True)
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        jitter = check.number(label("jitter"), values["jitter"], low=0, low_inclusive=True)
         if jitter > 1:
-            raise _invalid("jitter", f"{self.jitter!r} is not a fraction between 0 and 1")
-        _set(self, "jitter", jitter)
+            raise label("jitter").error(f"{check.shown(jitter)} is not a fraction between 0 and 1")
+        return {
+            "max_attempts": check.integer(
+                label("max_attempts"),
+                values["max_attempts"],
+                1,
+                None,
+                "a number of attempts (1 or more)",
+            ),
+            **{
+                name: check.number(label(name), values[name], low=0, low_inclusive=False)
+                for name in ("initial_interval", "max_interval")
+            },
+            "multiplier": check.number(
+                label("multiplier"), values["multiplier"], low=1, low_inclusive=True
+            ),
+            "jitter": jitter,
+        }
 
     def delay(self, retry: int, *, rand: Callable[[], float] = random.random) -> float:
         """Seconds to wait before retry number ``retry`` (1 is the first retry).
@@ -433,7 +286,7 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class DeliverySettings:
+class DeliverySettings(Validated):
     """How notifications are addressed and paced.
 
     ``max_recipients_per_message`` of 0 puts every account holder in one message.
@@ -442,21 +295,35 @@ class DeliverySettings:
     """
 
     bcc_enabled: bool = True
+    """true/false/yes/no/1/0/on/off in the environment and the form"""
     max_recipients_per_message: int = 50
+    """0 = every account holder in one message"""
     max_recipients_per_second: int | None = None
+    """`None` or 0 = no throttle (0 is stored as `None`)"""
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
-    def __post_init__(self) -> None:
-        _boolean("bcc_enabled", self.bcc_enabled)
-        _count("max_recipients_per_message", self.max_recipients_per_message)
-        if self.max_recipients_per_second is not None:
-            per_second = _count("max_recipients_per_second", self.max_recipients_per_second)
-            _set(self, "max_recipients_per_second", per_second or None)
-        _instance("retry", self.retry, RetryPolicy)
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        per_second = values["max_recipients_per_second"]
+        if per_second is not None:
+            per_second = _count(label("max_recipients_per_second"), per_second) or None
+        check.instance(label("retry"), values["retry"], RetryPolicy)
+        return {
+            "bcc_enabled": check.boolean(label("bcc_enabled"), values["bcc_enabled"]),
+            "max_recipients_per_message": _count(
+                label("max_recipients_per_message"), values["max_recipients_per_message"]
+            ),
+            "max_recipients_per_second": per_second,
+            "retry": values["retry"],
+        }
+
+
+def _count(label: check.Label, value: object) -> int:
+    return check.integer(label, value, 0, None, "a count (0 or more)")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class RecipientPolicy:
+class RecipientPolicy(Validated):
     """Which outside domains subscriptions may reach, and whom pickers suggest.
 
     ``approved_domains`` empty means every domain. A comma-separated ``str`` is accepted.
@@ -464,7 +331,9 @@ class RecipientPolicy:
     """
 
     approved_domains: tuple[str, ...] = ()
+    """empty = every domain; a comma-separated `str` is accepted"""
     suggestions: SuggestionMode = SuggestionMode.ALL
+    """all, group, none; anything but all needs the feature"""
 
     if TYPE_CHECKING:
 
@@ -475,93 +344,51 @@ class RecipientPolicy:
             suggestions: SuggestionMode | str = SuggestionMode.ALL,
         ) -> None: ...
 
-    def __post_init__(self) -> None:
-        domains: Iterable[object] = self.approved_domains
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        domains_label = label("approved_domains")
+        domains: object = values["approved_domains"]
         if isinstance(domains, str):
             domains = domains.split(",")
         elif not isinstance(domains, Iterable):
-            raise _invalid("approved_domains", "must be a tuple of domains or a str")
+            raise domains_label.error("must be a tuple of domains or a str")
         normalised: dict[str, None] = {}
         for domain in domains:
-            text = _text("approved_domains", domain, empty_ok=True)
+            text = check.text(domains_label, domain, empty_ok=True)
             if not text.strip():
                 continue
             try:
                 normalised[normalize_domain(text)] = None
             except ValueError as error:
-                raise _invalid("approved_domains", str(error)) from None
-        _set(self, "approved_domains", tuple(normalised))
-        _set(self, "suggestions", _enum(SuggestionMode, "suggestions", self.suggestions))
+                raise domains_label.error(str(error)) from None
+        return {
+            "approved_domains": tuple(normalised),
+            "suggestions": check.enum(
+                label("suggestions"), SuggestionMode, "a user visibility", values["suggestions"]
+            ),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class Deployment:
-    """Where the host runs and on which plan; together they decide the features."""
-
-    hosting: Hosting = Hosting.SELF_HOSTED
-    plan: Plan = Plan.OSS
-
-    if TYPE_CHECKING:
-
-        def __init__(
-            self, *, hosting: Hosting | str = Hosting.SELF_HOSTED, plan: Plan | str = Plan.OSS
-        ) -> None: ...
-
-    def __post_init__(self) -> None:
-        _set(self, "hosting", _enum(Hosting, "hosting", self.hosting))
-        _set(self, "plan", _enum(Plan, "plan", self.plan))
-        if self.plan is Plan.OSS and self.hosting is Hosting.CLOUD:
-            raise _invalid(
-                "plan", "oss is self-hosted only; Cloud plans are starter, pro, enterprise"
-            )
-        if self.plan is Plan.STARTER and self.hosting is Hosting.SELF_HOSTED:
-            raise _invalid(
-                "plan", "starter is Cloud only; self-hosted plans are oss, pro, enterprise"
-            )
-
-    @property
-    def is_cloud(self) -> bool:
-        return self.hosting is Hosting.CLOUD
-
-
-def entitlements(deployment: Deployment) -> frozenset[Feature]:
-    """The features a deployment's plan includes.
-
-    Pro and Enterprise have the allow list, restricted suggestions and advanced
-    permissions everywhere, and a custom SMTP server on Cloud; OSS and Starter none.
-    """
-    if deployment.plan not in (Plan.PRO, Plan.ENTERPRISE):
-        return frozenset()
-    if deployment.is_cloud:
-        return _PAID_FEATURES | {Feature.CLOUD_CUSTOM_SMTP}
-    return _PAID_FEATURES
-
-
-def _require_feature(deployment: Deployment, feature: Feature, field_name: str) -> None:
-    if feature not in entitlements(deployment):
-        setting = field_name.rpartition(".")[2]
-        raise FeatureNotAvailable(
-            f"{setting} needs the {feature.value} feature ({_FEATURE_PLANS[feature]}); "
-            f"this deployment is {deployment.plan.value}, {deployment.hosting.value}",
-            feature=feature,
-            field=field_name,
-        )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ManagedService:
+class ManagedService(Validated):
     """The Cloud operator's SMTP service and the from address it forces."""
 
     smtp: SmtpSettings
+    """Cloud only, the operator's"""
     from_address: str
+    """forced on mail sent through the managed service"""
 
-    def __post_init__(self) -> None:
-        _instance("smtp", self.smtp, SmtpSettings)
-        _set(self, "from_address", _address("from_address", self.from_address))
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        check.instance(label("smtp"), values["smtp"], SmtpSettings)
+        return {
+            "smtp": values["smtp"],
+            "from_address": check.address(label("from_address"), values["from_address"]),
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class EmailSettings:
+class EmailSettings(Validated):
     """Everything notifymail needs to know, checked as a whole.
 
     Self-hosted, ``smtp`` is the server. On Cloud, ``managed`` is the operator's service
@@ -570,42 +397,47 @@ class EmailSettings:
 
     sender: SenderSettings
     deployment: Deployment = field(default_factory=Deployment)
+    """a `deployment=` argument to `from_env` wins over its variables"""
     smtp: SmtpSettings | None = None
+    """self-hosted: the server; Cloud: the customer's own server"""
     managed: ManagedService | None = None
+    """required on Cloud, refused self-hosted"""
     use_custom_smtp: bool = False
+    """Cloud toggle; needs `smtp` set"""
     delivery: DeliverySettings = field(default_factory=DeliverySettings)
     recipients: RecipientPolicy = field(default_factory=RecipientPolicy)
 
-    def __post_init__(self) -> None:
-        _instance("sender", self.sender, SenderSettings)
-        _instance("deployment", self.deployment, Deployment)
-        if self.smtp is not None:
-            _instance("smtp", self.smtp, SmtpSettings)
-        if self.managed is not None:
-            _instance("managed", self.managed, ManagedService)
-        _boolean("use_custom_smtp", self.use_custom_smtp)
-        _instance("delivery", self.delivery, DeliverySettings)
-        _instance("recipients", self.recipients, RecipientPolicy)
+    @classmethod
+    def _checked(cls, values: dict[str, Any], label: Labeller) -> dict[str, Any]:
+        for name, kind in (
+            ("sender", SenderSettings),
+            ("deployment", Deployment),
+            ("delivery", DeliverySettings),
+            ("recipients", RecipientPolicy),
+        ):
+            check.instance(label(name), values[name], kind)
+        smtp, managed = values["smtp"], values["managed"]
+        if smtp is not None:
+            check.instance(label("smtp"), smtp, SmtpSettings)
+        if managed is not None:
+            check.instance(label("managed"), managed, ManagedService)
+        use_custom_smtp = check.boolean(label("use_custom_smtp"), values["use_custom_smtp"])
 
-        deployment = self.deployment
+        deployment: Deployment = values["deployment"]
         if deployment.is_cloud:
-            if self.managed is None:
-                raise _invalid("managed", "Cloud needs the managed SMTP service")
-            if self.smtp is not None:
-                _check_cloud_custom_server(self.smtp)
-        elif self.managed is not None:
-            raise _invalid("managed", "the managed SMTP service exists on Cloud only")
+            if managed is None:
+                raise label("managed").error("Cloud needs the managed SMTP service")
+            if smtp is not None:
+                _check_cloud_custom_server(smtp, label)
+        elif managed is not None:
+            raise label("managed").error("the managed SMTP service exists on Cloud only")
 
-        if self.recipients.approved_domains:
-            _require_feature(deployment, Feature.EMAIL_ALLOW_LIST, "recipients.approved_domains")
-        if self.recipients.suggestions is not SuggestionMode.ALL:
-            _require_feature(
-                deployment, Feature.EMAIL_RESTRICT_RECIPIENTS, "recipients.suggestions"
-            )
-        if self.use_custom_smtp:
-            _require_feature(deployment, Feature.CLOUD_CUSTOM_SMTP, "use_custom_smtp")
-            if self.smtp is None:
-                raise _invalid("use_custom_smtp", "needs the custom server in smtp")
+        for path, feature in gates().items():
+            if _value_at(values, path) != default_at(cls, path):
+                require_feature(deployment, feature, label(path))
+        if use_custom_smtp and smtp is None:
+            raise label("use_custom_smtp").error("needs the custom server in smtp")
+        return values
 
     @property
     def active_smtp(self) -> SmtpSettings | None:
@@ -630,279 +462,35 @@ class EmailSettings:
         *,
         deployment: Deployment | None = None,
     ) -> EmailSettings:
-        """Read the Metabase-compatible ``MB_*`` variables (``os.environ`` by default).
+        """Read the Metabase-compatible ``MB_*`` and notifymail's ``NOTIFYMAIL_*``
+        variables (``os.environ`` by default).
 
         An empty variable counts as unset. ``deployment``, when given, wins over
-        ``MB_EMAIL_HOSTING`` and ``MB_EMAIL_PLAN``. A bad value raises
-        :class:`~notifymail.ConfigError` with ``env_var`` naming the variable.
+        ``MB_EMAIL_HOSTING`` and ``MB_EMAIL_PLAN``. A bad value, or an unknown
+        ``MB_EMAIL_*``, ``MB_SMTP_*`` or ``NOTIFYMAIL_*`` variable, raises
+        [`ConfigError`][notifymail.ConfigError] with ``env_var`` naming the variable.
         """
-        return _EnvReader(os.environ if environ is None else environ).settings(deployment)
+        variables = snapshot(os.environ if environ is None else environ)
+        del environ  # the caller's mapping holds the password: not a local of this frame
+        values, label = read_values(variables, deployment)
+        return build(cls, values, label)
 
 
-def _check_cloud_custom_server(smtp: SmtpSettings) -> None:
+def _value_at(values: Mapping[str, Any], path: str) -> object:
+    name, _, rest = path.partition(".")
+    value = values[name]
+    for attribute in rest.split(".") if rest else ():
+        value = getattr(value, attribute)
+    return value
+
+
+def _check_cloud_custom_server(smtp: SmtpSettings, label: Labeller) -> None:
     if smtp.security not in _CLOUD_CUSTOM_SECURITY:
-        raise _invalid(
-            "smtp.security",
+        raise label("smtp.security").error(
             f"{smtp.security.value} is not allowed for a custom server on Cloud "
-            "(ssl, tls, starttls)",
+            "(ssl, tls, starttls)"
         )
     if smtp.effective_port not in _CLOUD_CUSTOM_PORTS:
-        raise _invalid(
-            "smtp.port",
-            f"{smtp.effective_port} is not allowed for a custom server on Cloud (465, 587, 2525)",
+        raise label("smtp.port").error(
+            f"{smtp.effective_port} is not allowed for a custom server on Cloud (465, 587, 2525)"
         )
-
-
-# --- environment variables ---
-
-_TRUE: Final = frozenset({"true", "yes", "1", "on"})
-_FALSE: Final = frozenset({"false", "no", "0", "off"})
-SMTP_FIELDS: Final = ("host", "port", "security", "username", "password")
-
-
-def _smtp_variables(prefix: str, suffix: str = "") -> dict[str, str]:
-    return {name: f"{prefix}_{name.upper()}{suffix}" for name in SMTP_FIELDS}
-
-
-_PLAIN_SMTP: Final = _smtp_variables("MB_EMAIL_SMTP")
-_OVERRIDE_SMTP: Final = _smtp_variables("MB_EMAIL_SMTP", "_OVERRIDE")
-_MANAGED_SMTP: Final = _smtp_variables("MB_EMAIL_MANAGED_SMTP")
-
-# Every variable and the settings field it sets, so errors name both.
-ENV_VARIABLES: Final[Mapping[str, str]] = {
-    **{variable: f"smtp.{name}" for name, variable in _PLAIN_SMTP.items()},
-    **{variable: f"smtp.{name}" for name, variable in _OVERRIDE_SMTP.items()},
-    "MB_SMTP_OVERRIDE_ENABLED": "use_custom_smtp",
-    "MB_EMAIL_FROM_ADDRESS": "sender.from_address",
-    "MB_EMAIL_FROM_NAME": "sender.from_name",
-    "MB_EMAIL_REPLY_TO": "sender.reply_to",
-    "MB_BCC_ENABLED": "delivery.bcc_enabled",
-    "MB_EMAIL_MAX_RECIPIENTS_PER_MESSAGE": "delivery.max_recipients_per_message",
-    "MB_EMAIL_MAX_RECIPIENTS_PER_SECOND": "delivery.max_recipients_per_second",
-    "MB_SUBSCRIPTION_ALLOWED_DOMAINS": "recipients.approved_domains",
-    "MB_USER_VISIBILITY": "recipients.suggestions",
-    "MB_EMAIL_HOSTING": "deployment.hosting",
-    "MB_EMAIL_PLAN": "deployment.plan",
-    **{variable: f"managed.smtp.{name}" for name, variable in _MANAGED_SMTP.items()},
-    "MB_EMAIL_MANAGED_FROM_ADDRESS": "managed.from_address",
-}
-
-
-@contextmanager
-def relabel_errors(labels: Mapping[str, str], *, env: bool = False) -> Iterator[None]:
-    """Re-label a ConfigError for a field in ``labels`` as one for what the user set.
-
-    ``labels`` maps the field a constructor names (``"port"``, ``"smtp.port"``) to the
-    name the user knows: a Metabase setting name, or with ``env`` an environment
-    variable, which then also becomes the error's ``env_var``.
-    """
-    try:
-        yield
-    except ConfigError as error:
-        field_name = error.field or ""
-        label = labels.get(field_name)
-        if label is None or error.env_var is not None:
-            raise
-        message = str(error)
-        for prefix in (field_name, field_name.rpartition(".")[2]):
-            if prefix and message.startswith(prefix):
-                message = label + message[len(prefix) :]
-                break
-        else:
-            message = f"{label}: {message}"
-        error.args = (message,)
-        if env:
-            error.field = ENV_VARIABLES[label]
-            error.env_var = label
-        else:
-            error.field = label
-        raise
-
-
-def _blame_variables(variables: Mapping[str, str]) -> AbstractContextManager[None]:
-    return relabel_errors(variables, env=True)
-
-
-class _EnvReader:
-    """Parses one environment snapshot; every error names its variable."""
-
-    def __init__(self, environ: Mapping[str, str]) -> None:
-        self._environ = {
-            name: value
-            for name, value in environ.items()
-            if name.startswith("MB_") and value.strip()
-        }
-
-    def _get(self, name: str) -> str | None:
-        value = self._environ.get(name)
-        return None if value is None else value.strip()
-
-    def _fail(self, name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{name}: {problem}", field=ENV_VARIABLES[name], env_var=name)
-
-    def _int(self, name: str, what: str) -> int | None:
-        value = self._get(name)
-        if value is None:
-            return None
-        if not (value.isascii() and value.isdigit()):
-            raise self._fail(name, f"{value!r} is not {what}")
-        return int(value)
-
-    def _bool(self, name: str) -> bool | None:
-        value = self._get(name)
-        if value is None:
-            return None
-        if value.lower() in _TRUE:
-            return True
-        if value.lower() in _FALSE:
-            return False
-        raise self._fail(name, f"{value!r} is not a boolean (true/false/yes/no/1/0)")
-
-    def _enum(self, enum: type[_E], name: str, what: str) -> _E | None:
-        value = self._get(name)
-        if value is None:
-            return None
-        try:
-            return enum(value)
-        except ValueError:
-            raise self._fail(name, f"{value!r} is not {what} ({enum.choices()})") from None
-
-    def _list(self, name: str) -> list[str] | None:
-        value = self._get(name)
-        if value is None:
-            return None
-        if value.startswith("["):
-            try:
-                items = json.loads(value)
-            except ValueError as error:
-                raise self._fail(name, f"is not a JSON list of addresses ({error})") from None
-            if not isinstance(items, list) or not all(isinstance(item, str) for item in items):
-                raise self._fail(name, "is not a JSON list of addresses")
-            return items
-        return [item.strip() for item in value.split(",") if item.strip()]
-
-    def _smtp(self, variables: Mapping[str, str]) -> SmtpSettings | None:
-        host = self._get(variables["host"])
-        if host is None:
-            return None
-        with _blame_variables(variables):
-            return SmtpSettings(
-                host=host,
-                port=self._int(variables["port"], "a port number (1-65535)"),
-                security=self._enum(Security, variables["security"], "a security mode")
-                or Security.NONE,
-                username=self._get(variables["username"]),
-                password=self._get(variables["password"]),
-            )
-
-    def _refuse_any(self, variables: Mapping[str, str], why: str) -> None:
-        for name in variables.values():
-            if name in self._environ:
-                raise self._fail(name, why)
-
-    def _deployment(self) -> Deployment:
-        variables = {"hosting": "MB_EMAIL_HOSTING", "plan": "MB_EMAIL_PLAN"}
-        with _blame_variables(variables):
-            return Deployment(
-                hosting=self._enum(Hosting, "MB_EMAIL_HOSTING", "a hosting")
-                or Hosting.SELF_HOSTED,
-                plan=self._enum(Plan, "MB_EMAIL_PLAN", "a plan") or Plan.OSS,
-            )
-
-    def _managed(self) -> ManagedService | None:
-        smtp = self._smtp(_MANAGED_SMTP)
-        from_address = self._get("MB_EMAIL_MANAGED_FROM_ADDRESS")
-        if smtp is None:
-            if from_address is not None:
-                raise self._fail(
-                    _MANAGED_SMTP["host"], "is not set, but MB_EMAIL_MANAGED_FROM_ADDRESS is"
-                )
-            return None
-        if from_address is None:
-            raise self._fail(
-                "MB_EMAIL_MANAGED_FROM_ADDRESS", "is not set; the managed service needs it"
-            )
-        with _blame_variables({"from_address": "MB_EMAIL_MANAGED_FROM_ADDRESS"}):
-            return ManagedService(smtp=smtp, from_address=from_address)
-
-    def _sender(self) -> SenderSettings:
-        from_address = self._get("MB_EMAIL_FROM_ADDRESS")
-        if from_address is None:
-            raise self._fail(
-                "MB_EMAIL_FROM_ADDRESS", "is not set; the sender's address is required"
-            )
-        with _blame_variables(
-            {
-                "from_address": "MB_EMAIL_FROM_ADDRESS",
-                "from_name": "MB_EMAIL_FROM_NAME",
-                "reply_to": "MB_EMAIL_REPLY_TO",
-            }
-        ):
-            return SenderSettings(
-                from_address=from_address,
-                from_name=self._get("MB_EMAIL_FROM_NAME"),
-                reply_to=tuple(self._list("MB_EMAIL_REPLY_TO") or ()),
-            )
-
-    def _delivery(self) -> DeliverySettings:
-        with _blame_variables(
-            {
-                "max_recipients_per_message": "MB_EMAIL_MAX_RECIPIENTS_PER_MESSAGE",
-                "max_recipients_per_second": "MB_EMAIL_MAX_RECIPIENTS_PER_SECOND",
-            }
-        ):
-            per_message = self._int("MB_EMAIL_MAX_RECIPIENTS_PER_MESSAGE", "a count (0 or more)")
-            bcc = self._bool("MB_BCC_ENABLED")
-            return DeliverySettings(
-                bcc_enabled=True if bcc is None else bcc,
-                max_recipients_per_message=50 if per_message is None else per_message,
-                max_recipients_per_second=self._int(
-                    "MB_EMAIL_MAX_RECIPIENTS_PER_SECOND", "a count (0 or more)"
-                ),
-            )
-
-    def _recipients(self) -> RecipientPolicy:
-        with _blame_variables({"approved_domains": "MB_SUBSCRIPTION_ALLOWED_DOMAINS"}):
-            return RecipientPolicy(
-                approved_domains=self._get("MB_SUBSCRIPTION_ALLOWED_DOMAINS") or (),
-                suggestions=self._enum(SuggestionMode, "MB_USER_VISIBILITY", "a user visibility")
-                or SuggestionMode.ALL,
-            )
-
-    def settings(self, deployment: Deployment | None) -> EmailSettings:
-        deployment = deployment or self._deployment()
-        if deployment.is_cloud:
-            self._refuse_any(
-                _PLAIN_SMTP,
-                "is for self-hosted deployments; on Cloud the customer's server is set "
-                "with the _OVERRIDE variables",
-            )
-            smtp_variables = _OVERRIDE_SMTP
-            use_custom_smtp = bool(self._bool("MB_SMTP_OVERRIDE_ENABLED"))
-        else:
-            self._refuse_any(
-                {**_OVERRIDE_SMTP, "enabled": "MB_SMTP_OVERRIDE_ENABLED"},
-                "is for Cloud deployments; self-hosted, use the MB_EMAIL_SMTP_* variables",
-            )
-            smtp_variables = _PLAIN_SMTP
-            use_custom_smtp = False
-        smtp = self._smtp(smtp_variables)
-        blame = {f"smtp.{name}": variable for name, variable in smtp_variables.items()}
-        blame.update(
-            {
-                "use_custom_smtp": "MB_SMTP_OVERRIDE_ENABLED",
-                "managed": _MANAGED_SMTP["host"],
-                "recipients.approved_domains": "MB_SUBSCRIPTION_ALLOWED_DOMAINS",
-                "recipients.suggestions": "MB_USER_VISIBILITY",
-            }
-        )
-        with _blame_variables(blame):
-            return EmailSettings(
-                deployment=deployment,
-                sender=self._sender(),
-                smtp=smtp,
-                managed=self._managed(),
-                use_custom_smtp=use_custom_smtp,
-                delivery=self._delivery(),
-                recipients=self._recipients(),
-            )

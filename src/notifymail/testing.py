@@ -1,22 +1,25 @@
 """A pytest plugin, so a host application's tests see what would have been sent.
 
 Registered through the ``pytest11`` entry point, it gives every test a fresh
-``mail_outbox`` and a ``mailer`` wired to it; no test ever monkeypatches smtplib.
-Override ``notifymail_settings`` or ``notifymail_directory`` in a host's ``conftest.py``
-to test with its own settings and people. The ``mailer`` runs on a fake clock, so
-retries and the throttle cost a test no real time.
+``mail_outbox`` and a ``mailer`` (and an ``async_mailer`` for asyncio code) wired to it;
+no test ever monkeypatches smtplib. Override ``notifymail_settings`` or
+``notifymail_directory`` in a host's ``conftest.py`` to test with its own settings and
+people. Both mailers run on a fake clock, so retries and the throttle cost a test no
+real time.
 """
 
 from __future__ import annotations
 
 import pytest
 
-from notifymail.mailer import Mailer
+from notifymail.mailer import AsyncMailer, Mailer
 from notifymail.policy import Directory, InMemoryDirectory
 from notifymail.settings import EmailSettings, SenderSettings
-from notifymail.transport.memory import MemoryTransport, Sent
+from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
 
 __all__ = [
+    "async_mail_transport",
+    "async_mailer",
     "mail_outbox",
     "mail_transport",
     "mailer",
@@ -37,6 +40,9 @@ class _FakeClock:
     def sleep(self, seconds: float) -> None:
         self.now += seconds
 
+    async def asleep(self, seconds: float) -> None:
+        self.now += seconds
+
 
 @pytest.fixture
 def notifymail_settings() -> EmailSettings:
@@ -52,13 +58,15 @@ def notifymail_directory() -> Directory:
 
 @pytest.fixture
 def mail_transport() -> MemoryTransport:
-    """A fresh :class:`MemoryTransport`; script failures with ``fail_next`` and ``refuse``."""
+    """A fresh [`MemoryTransport`][notifymail.MemoryTransport]; script failures with ``fail_next``
+    and ``refuse``."""
     return MemoryTransport()
 
 
 @pytest.fixture
 def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
-    """Everything ``mailer`` handed over during this test, one :class:`Sent` per envelope."""
+    """Everything ``mailer`` handed over during this test, one [`Sent`][notifymail.Sent] per
+    envelope."""
     return mail_transport.outbox
 
 
@@ -68,7 +76,8 @@ def mailer(
     notifymail_directory: Directory,
     mail_transport: MemoryTransport,
 ) -> Mailer:
-    """A :class:`Mailer` on ``mail_transport``, with retries and throttling on a fake clock."""
+    """A [`Mailer`][notifymail.Mailer] on ``mail_transport``, with retries and throttling on a fake
+    clock."""
     clock = _FakeClock()
     return Mailer(
         notifymail_settings,
@@ -76,4 +85,33 @@ def mailer(
         directory=notifymail_directory,
         clock=clock,
         sleep=clock.sleep,
+    )
+
+
+@pytest.fixture
+def async_mail_transport(mail_outbox: list[Sent]) -> AsyncMemoryTransport:
+    """A fresh [`AsyncMemoryTransport`][notifymail.AsyncMemoryTransport] whose outbox is
+    ``mail_outbox``."""
+    transport = AsyncMemoryTransport()
+    transport.outbox = mail_outbox  # one outbox, whichever mailer a test uses
+    return transport
+
+
+@pytest.fixture
+def async_mailer(
+    notifymail_settings: EmailSettings,
+    notifymail_directory: Directory,
+    async_mail_transport: AsyncMemoryTransport,
+) -> AsyncMailer:
+    """An [`AsyncMailer`][notifymail.AsyncMailer] on ``async_mail_transport``, on a fake clock.
+
+    Creating it needs no running event loop; await its methods in the test's own loop.
+    """
+    clock = _FakeClock()
+    return AsyncMailer(
+        notifymail_settings,
+        transport=async_mail_transport,
+        directory=notifymail_directory,
+        clock=clock,
+        sleep=clock.asleep,
     )

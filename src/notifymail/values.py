@@ -41,7 +41,7 @@ def _check_address(address: object) -> None:
             ascii_domain(domain)
         except ValueError as error:
             raise InvalidMessage(
-                f"envelope: {address!r} has a domain that cannot be written in IDNA: {error}"
+                f"envelope: {address!r} has an invalid domain (no IDNA A-labels): {error}"
             ) from None
 
 
@@ -206,7 +206,8 @@ class Envelope:
         return Envelope(self.sender, recipients, raw=self.raw, smtputf8=self.needs_smtputf8)
 
     def to_dict(self) -> dict[str, object]:
-        """A JSON-safe form for queues and task brokers; :meth:`from_dict` reads it back."""
+        """A JSON-safe form for queues and task brokers;
+        [`from_dict`][notifymail.transport.base.Envelope.from_dict] reads it back."""
         return {
             "version": _FORMAT_VERSION,
             "sender": self.sender,
@@ -217,7 +218,8 @@ class Envelope:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> Envelope:
-        """The envelope :meth:`to_dict` made, with byte-identical ``raw``.
+        """The envelope [`to_dict`][notifymail.transport.base.Envelope.to_dict] made, with
+        byte-identical ``raw``.
 
         Raises ``ValueError`` for a malformed dict or an unknown version, and
         ``InvalidMessage`` for an address the constructor refuses.

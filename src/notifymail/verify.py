@@ -7,14 +7,16 @@ to fix, with Metabase's message, so a host can show it next to that field.
 from __future__ import annotations
 
 import dataclasses
+import socket
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Final
 
-from notifymail.errors import AuthenticationFailed, DeliveryError, TlsError
+from notifymail.errors import AuthenticationFailed, ConnectionFailed, DeliveryError, TlsError
 from notifymail.settings import Security, SmtpSettings
+from notifymail.transport.base import Transport
 from notifymail.transport.smtp import SmtpTransport
 
 __all__ = ["VerifyResult", "verify_smtp"]
@@ -28,10 +30,12 @@ _AUTOCORRECT_ORDER: Final = (Security.TLS, Security.STARTTLS, Security.SSL)
 
 @dataclass(frozen=True, slots=True)
 class VerifyResult:
-    """What :func:`verify_smtp` found.
+    """What [`verify_smtp`][notifymail.verify_smtp] found.
 
     ``errors`` maps form fields (``host``, ``port``, ``username``, ``password``,
-    ``security``) to the message to show there; it is empty when ``ok``. ``security``
+    ``security``) to the message to show there: Metabase's message, and the precise
+    reason in brackets (``"Wrong host or port (connection refused)"``); it is empty
+    when ``ok``. ``security``
     is the mode that worked (or the configured one, when none did); ``corrected`` says
     that it differs from the configured one.
     """
@@ -45,30 +49,82 @@ class VerifyResult:
         object.__setattr__(self, "errors", MappingProxyType(dict(self.errors)))
 
 
-def _field_errors(error: DeliveryError) -> dict[str, str]:
-    """The form fields at fault for ``error``, with Metabase's messages."""
+def _reason(error: DeliveryError, smtp: SmtpSettings) -> str:
+    """What went wrong, in a few words, to show beside Metabase's message."""
+    security = smtp.security
+    cause = error.__cause__
+    reply = error.reply
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        return cause.verify_message or "certificate verify failed"
+    if isinstance(cause, ssl.SSLError) and security is Security.SSL:
+        return "the server does not speak TLS on connect; try starttls"
+    if isinstance(cause, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(cause, socket.gaierror):
+        return "host not found"
+    if isinstance(cause, TimeoutError):
+        return f"no answer within {smtp.timeout:g} s"
+    if isinstance(error, AuthenticationFailed) and reply is None:
+        return "the server does not offer AUTH"
+    if isinstance(error, TlsError) and reply is None and security is Security.TLS:
+        return "credentials are never sent unencrypted under tls"
+    if reply is not None:
+        return f"the server answered {reply}"
+    if isinstance(error, ConnectionFailed) and cause is None:
+        return "the server closed the connection"
+    return str(error)
+
+
+def _field_errors(error: DeliveryError, smtp: SmtpSettings) -> dict[str, str]:
+    """The form fields at fault for ``error``: Metabase's message, and why in brackets."""
+    reason = _reason(error, smtp)
+    fields: tuple[str, ...]
     if isinstance(error, AuthenticationFailed):
-        return {"username": _WRONG_CREDENTIALS, "password": _WRONG_CREDENTIALS}
-    if isinstance(error, TlsError):
-        cause = error.__cause__
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return {"security": _UNTRUSTED}
-        if not isinstance(cause, ssl.SSLError):  # STARTTLS not offered, or refused
+        fields, message = ("username", "password"), _WRONG_CREDENTIALS
+    elif isinstance(error, TlsError) and isinstance(error.__cause__, ssl.SSLCertVerificationError):
+        fields, message = ("security",), _UNTRUSTED
+    elif isinstance(error, TlsError) and not isinstance(error.__cause__, ssl.SSLError):
+        # STARTTLS not offered (Metabase's message says it all), or refused.
+        if error.reply is None and smtp.security is Security.STARTTLS:
             return {"security": _NO_STARTTLS}
-    # Everything else (refused, unreachable, silent, a TLS handshake with something that
-    # does not speak TLS there) means the form points at the wrong server or port, as
-    # Metabase reports it.
-    return {"host": _WRONG_HOST, "port": _WRONG_HOST}
+        fields, message = ("security",), _NO_STARTTLS
+    else:
+        # Everything else (refused, unreachable, silent, a TLS handshake with something
+        # that does not speak TLS there) means the form points at the wrong server or
+        # port, as Metabase reports it.
+        fields, message = ("host", "port"), _WRONG_HOST
+    return dict.fromkeys(fields, f"{message} ({reason})")
 
 
-def _attempt(smtp: SmtpSettings, ssl_context: ssl.SSLContext | None) -> dict[str, str]:
-    transport = SmtpTransport(smtp, ssl_context=ssl_context)
-    try:
-        transport.open()
-    except DeliveryError as error:
-        return _field_errors(error)
-    transport.close()
-    return {}
+def _modes(configured: Security, autocorrect: bool) -> list[Security]:
+    """The modes to try, configured first; never one that could send in plaintext when
+    the configured one is encrypted (``tls`` goes on unencrypted without STARTTLS)."""
+    if not autocorrect:
+        return [configured]
+    alternatives: tuple[Security, ...] = _AUTOCORRECT_ORDER
+    if configured in (Security.SSL, Security.STARTTLS):
+        alternatives = (Security.STARTTLS, Security.SSL)
+    return [configured, *(mode for mode in alternatives if mode is not configured)]
+
+
+def verify_transport(
+    transport: Transport, smtp: SmtpSettings, *, autocorrect: bool = False
+) -> VerifyResult | None:
+    """[`verify_smtp`][notifymail.verify_smtp] through ``transport``'s
+    [`probe`][notifymail.transport.base.Transport.probe]
+    (its TLS context, its OAuth2 token), in ``smtp``'s security mode; None when the
+    transport has nothing to check."""
+    failures = []
+    for mode in _modes(smtp.security, autocorrect):
+        try:
+            if not transport.probe(mode):
+                return None
+        except DeliveryError as error:
+            failures.append(_field_errors(error, dataclasses.replace(smtp, security=mode)))
+            continue
+        corrected = mode is not smtp.security
+        return VerifyResult(ok=True, errors={}, security=mode, corrected=corrected)
+    return VerifyResult(ok=False, errors=failures[0], security=smtp.security, corrected=False)
 
 
 def verify_smtp(
@@ -79,20 +135,16 @@ def verify_smtp(
 ) -> VerifyResult:
     """Connect to ``smtp``, secure the connection, log in and quit; nothing is sent.
 
-    With ``autocorrect`` the configured security is tried first, then TLS, STARTTLS
-    and SSL (each on ``smtp.port``, or that mode's default port when ``port`` is not
-    set); the first that works is reported in ``security``. When none works, the
-    errors are those of the configured mode. A ``cafile`` that cannot be loaded
-    raises :class:`~notifymail.ConfigError`.
+    With ``autocorrect`` the configured security is tried first, then the others
+    (each on ``smtp.port``, or that mode's default port when ``port`` is not set): TLS,
+    STARTTLS and SSL, except that from an encrypted mode (SSL, STARTTLS) only the other
+    of those two, never TLS, which goes on unencrypted when STARTTLS is missing. The
+    first that works is reported in ``security``. When none works, the errors are those
+    of the configured mode. A ``cafile`` that cannot be loaded raises
+    [`ConfigError`][notifymail.ConfigError].
     """
-    modes = [smtp.security]
-    if autocorrect:
-        modes += [mode for mode in _AUTOCORRECT_ORDER if mode is not smtp.security]
-    failures = []
-    for mode in modes:
-        errors = _attempt(dataclasses.replace(smtp, security=mode), ssl_context)
-        if not errors:
-            corrected = mode is not smtp.security
-            return VerifyResult(ok=True, errors={}, security=mode, corrected=corrected)
-        failures.append(errors)
-    return VerifyResult(ok=False, errors=failures[0], security=smtp.security, corrected=False)
+    result = verify_transport(
+        SmtpTransport(smtp, ssl_context=ssl_context), smtp, autocorrect=autocorrect
+    )
+    assert result is not None  # noqa: S101 - an SmtpTransport always has a server to check
+    return result

@@ -19,10 +19,10 @@ from notifymail._address import address_key, normalize_address
 from notifymail._readback import read_back
 from notifymail.errors import error_for_reply
 from notifymail.message import Attachment
-from notifymail.transport.base import Transport
+from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope, Reply
 
-__all__ = ["MemoryTransport", "Sent"]
+__all__ = ["AsyncMemoryTransport", "MemoryTransport", "Sent"]
 
 _NO_SUCH_USER = Reply(550, "5.1.1 No such user")
 
@@ -91,7 +91,7 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
 
 def _attachments(message: EmailMessage) -> tuple[Attachment, ...]:
     """Every part that is a file (a disposition of its own) or an inline image (a
-    Content-ID), as the :class:`Attachment` that would compose it."""
+    Content-ID), as the [`Attachment`][notifymail.Attachment] that would compose it."""
     found = []
     for part in message.walk():
         content_id = part.get("Content-ID")
@@ -113,12 +113,8 @@ def _attachments(message: EmailMessage) -> tuple[Attachment, ...]:
     return tuple(found)
 
 
-class MemoryTransport(Transport):
-    """Keeps every delivered envelope in :attr:`outbox`; never opens a socket.
-
-    ``outbox`` belongs to the instance. Script failures with :meth:`fail_next` (the next
-    envelopes raise) and :meth:`refuse` (those recipients are refused from now on).
-    """
+class _Recorder:
+    """The memory transports' outbox, scripts and delivery, shared by both twins."""
 
     def __init__(self) -> None:
         self.outbox: list[Sent] = []
@@ -144,8 +140,7 @@ class MemoryTransport(Transport):
         with self._outbox_lock:
             self._refused.update(dict.fromkeys(keys, reply))
 
-    @override
-    def deliver(self, envelope: Envelope) -> Delivery:
+    def _record_delivery(self, envelope: Envelope) -> Delivery:
         envelope.raw  # noqa: B018 - render first, as SMTP would, so header errors surface
         with self._outbox_lock:
             failure = self._failures.pop(0) if self._failures else None
@@ -165,3 +160,31 @@ class MemoryTransport(Transport):
         with self._outbox_lock:
             self.outbox.append(sent)
         return Delivery(envelope.message_id, accepted, refused)
+
+
+class MemoryTransport(_Recorder, Transport):
+    """Keeps every delivered envelope in `outbox`; never opens a socket.
+
+    ``outbox`` belongs to the instance. Script failures with `fail_next` (the next
+    envelopes raise) and `refuse` (those recipients are refused from now on).
+    """
+
+    @override
+    def deliver(self, envelope: Envelope) -> Delivery:
+        return self._record_delivery(envelope)
+
+
+class AsyncMemoryTransport(_Recorder, AsyncTransport):
+    """The asyncio twin of [`MemoryTransport`][notifymail.MemoryTransport]: the same
+    ``outbox``, ``clear``, ``fail_next`` and ``refuse``; never opens a socket.
+
+    Each delivery yields to the event loop once, as a network transport would, so a
+    notification to thousands never holds the loop for long.
+    """
+
+    @override
+    async def deliver(self, envelope: Envelope) -> Delivery:
+        import asyncio  # here, so the blocking twin's users never pay for importing it
+
+        await asyncio.sleep(0)
+        return self._record_delivery(envelope)

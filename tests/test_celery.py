@@ -1,0 +1,332 @@
+"""notifymail.celery with a real redis-server, real ``celery worker`` processes and a real
+SMTP server, all on 127.0.0.1: what arrives is counted at the server.
+
+The workers run ``celery_app.py``; ``celery_cluster.py`` starts and stops the processes.
+Sizes: the exactly-once test sends 2,000 recipients. The kill test sends 400: each kill
+lands while the killed worker is delivering, whatever the total, so more recipients would
+only add time. The rate test sends 200 recipients at 50 a second: four windows full to
+the limit, which is what the bound is about.
+
+The tests that need nothing special share one cluster of two workers (concurrency 2 each);
+each uses recipients and keys of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from celery import Celery
+
+import notifymail as nm
+from celery_cluster import RedisServer, StampingHandler, Workers, busiest_second, wait_until
+from notifymail._compose import compose_notification
+from notifymail.celery import CeleryOutbox, CeleryStatus
+from smtp_servers import SmtpServer, start_smtp_server
+
+SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="reports@example.com"))
+
+
+def envelopes(recipients: Sequence[str], subject: str = "Weekly revenue") -> list[nm.Envelope]:
+    """What ``Mailer.enqueue`` hands the outbox for a notification to ``recipients``."""
+    notification = nm.Notification(list(recipients), subject, "New results.\n")
+    batches = nm.plan_delivery(notification.recipients, nm.InMemoryDirectory(()), SETTINGS)
+    return compose_notification(notification, SETTINGS.active_sender, batches)
+
+
+def outsiders(count: int, prefix: str = "reader") -> list[str]:
+    return [f"{prefix}-{n}@example.org" for n in range(count)]
+
+
+@dataclass
+class Cluster:
+    """Redis, an SMTP server, worker processes (none started yet) and the host's side."""
+
+    redis: RedisServer
+    smtp: SmtpServer
+    handler: StampingHandler
+    workers: Workers
+    host_app: Celery
+    outboxes: list[CeleryOutbox] = field(default_factory=list)
+
+    def outbox(self, **settings: Any) -> CeleryOutbox:
+        """The host's outbox on this cluster; ``settings`` override the test defaults."""
+        values: dict[str, Any] = {"lease": 2.0, "min_backoff": 0.2, "max_backoff": 0.5}
+        values.update(settings)
+        outbox = CeleryOutbox(self.host_app, redis_url=self.redis.url, **values)
+        self.outboxes.append(outbox)
+        return outbox
+
+    def settle(self, outbox: CeleryOutbox, key: str, timeout: float) -> CeleryStatus:
+        """Wait until no recipient of ``key`` is pending; return the final status."""
+        try:
+            wait_until(lambda: outbox.status(key).pending == 0, timeout, f"{key} to settle")
+        except AssertionError as error:
+            raise AssertionError(f"{error}: {outbox.status(key)}\n{self.workers.logs()}") from None
+        return outbox.status(key)
+
+
+@contextlib.contextmanager
+def running_cluster(directory: Path, *, rate: int | None = None) -> Iterator[Cluster]:
+    """Start Redis and an SMTP server (and, through ``workers``, workers); stop them all."""
+    with contextlib.ExitStack() as stack:
+        redis_server = RedisServer(directory)
+        stack.callback(redis_server.stop)
+        handler = StampingHandler()
+        smtp = start_smtp_server(handler=handler)
+        stack.callback(smtp.stop)
+        environment = {"NMTEST_BROKER": redis_server.url, "NMTEST_SMTP_PORT": str(smtp.port)}
+        if rate is not None:
+            environment["NMTEST_RATE"] = str(rate)
+        workers = Workers(directory, environment)
+        stack.callback(workers.stop_all)
+        host_app = Celery("host", broker=redis_server.url)
+        stack.callback(host_app.close)
+        cluster = Cluster(redis_server, smtp, handler, workers, host_app)
+        yield cluster
+        for outbox in cluster.outboxes:
+            outbox.close()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Two workers, concurrency 2 each, shared by the tests that need nothing special."""
+    with running_cluster(tmp_path_factory.mktemp("celery")) as cluster:
+        cluster.workers.start("one", concurrency=2)
+        cluster.workers.start("two", concurrency=2)
+        yield cluster
+
+
+def test_two_workers_deliver_every_recipient_exactly_once(shared: Cluster) -> None:
+    outbox = shared.outbox()
+    recipients = outsiders(2000, "reader")
+    queued = outbox.enqueue(envelopes(recipients), key="revenue-2000")
+    assert (queued.envelopes, queued.recipients, queued.new) == (2000, 2000, True)
+
+    status = shared.settle(outbox, "revenue-2000", timeout=90)
+
+    assert status == CeleryStatus(accepted=2000)
+    delivered = shared.handler.delivered("reader-")
+    assert set(delivered) == set(recipients)
+    assert set(delivered.values()) == {1}
+    # Both workers took part.
+    clients = {s.client.partition("-")[0] for s in shared.handler.stamps if s.address in delivered}
+    assert clients == {"one", "two"}
+
+
+def test_a_second_enqueue_with_the_same_key_sends_nothing(shared: Cluster) -> None:
+    # No worker consumes this queue: what enqueue published stays there to be counted.
+    outbox = shared.outbox(queue="parked-idempotent")
+    first = outbox.enqueue(envelopes(outsiders(3, "twice")), key="twice")
+    again = outbox.enqueue(envelopes(outsiders(3, "twice")), key="twice")
+
+    assert first.new
+    assert not again.new
+    assert (again.id, again.key, again.envelopes, again.recipients) == (
+        first.id,
+        "twice",
+        3,
+        3,
+    )
+    assert shared.redis.client.llen("parked-idempotent") == 3
+    assert outbox.status("twice") == CeleryStatus(pending=3)
+
+
+def test_a_task_message_shows_monitoring_neither_the_redis_url_nor_the_message(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox(queue="parked-repr")
+    outbox.enqueue(envelopes(["shown@example.org"]), key="shown")
+    (message,) = shared.redis.client.lrange("parked-repr", 0, -1)
+    headers = json.loads(message)["headers"]
+
+    assert headers["task"] == "notifymail.deliver"
+    assert headers["kwargsrepr"] == "{'key': 'shown', 'index': 0}"
+
+
+def test_status_of_an_unknown_key_is_all_zero(shared: Cluster) -> None:
+    assert shared.outbox().status("never-enqueued") == CeleryStatus()
+
+
+def test_a_redelivered_task_skips_recipients_already_accepted(shared: Cluster) -> None:
+    parked = shared.outbox(queue="parked-redelivery")
+    parked.enqueue(envelopes(["again@example.org"]), key="redelivered")
+    (message,) = shared.redis.client.lrange("parked-redelivery", 0, -1)
+    # The broker hands the same message out three times, as after workers died holding it.
+    for _ in range(3):
+        shared.redis.client.lpush("notifymail", message)
+
+    status = shared.settle(parked, "redelivered", timeout=30)
+    wait_until(lambda: shared.redis.client.llen("notifymail") == 0, 10, "the copies to be taken")
+    time.sleep(0.5)  # the last copy to run (it sends nothing)
+
+    assert status == CeleryStatus(accepted=1)
+    assert shared.handler.delivered("again@") == {"again@example.org": 1}
+
+
+def test_a_task_that_finds_a_live_claim_waits_for_it_to_expire(shared: Cluster) -> None:
+    outbox = shared.outbox()
+    # A claim on the envelope without an outcome, as a worker that died mid-send leaves it.
+    shared.redis.client.set("notifymail:claimed:claim:0", "a-dead-task", px=1500)
+    expires = time.monotonic() + 1.5
+    outbox.enqueue(envelopes(["claimed@example.org"]), key="claimed")
+
+    assert shared.settle(outbox, "claimed", timeout=30) == CeleryStatus(accepted=1)
+    (rcpt,) = shared.handler.rcpts("claimed@example.org")
+    assert rcpt >= expires - 0.05  # not beside the claim's holder: after it expired
+
+
+def test_a_4xx_refusal_is_retried_with_backoff_and_a_5xx_refusal_is_final(
+    shared: Cluster,
+) -> None:
+    shared.handler.transient["slow@example.org"] = 2
+    shared.handler.refuse["gone@example.org"] = "550 5.1.1 No such user"
+    outbox = shared.outbox(min_backoff=0.3, max_backoff=0.6)
+    recipients = ["slow@example.org", "gone@example.org", "fine@example.org"]
+    outbox.enqueue(envelopes(recipients), key="mixed")
+
+    assert shared.settle(outbox, "mixed", timeout=30) == CeleryStatus(accepted=2, refused=1)
+    first, second, third = shared.handler.rcpts("slow@example.org")
+    assert second - first >= 0.3  # min_backoff
+    assert third - second >= 0.6  # doubled, and capped at max_backoff
+    assert len(shared.handler.rcpts("gone@example.org")) == 1  # 5xx: never again
+    assert shared.handler.delivered("slow@") == {"slow@example.org": 1}
+    assert shared.handler.delivered("fine@") == {"fine@example.org": 1}
+
+
+def test_a_recipient_still_refused_after_max_lifetime_is_recorded_failed(shared: Cluster) -> None:
+    shared.handler.transient["never@example.org"] = 1000
+    outbox = shared.outbox(min_backoff=0.2, max_backoff=0.2, max_lifetime=1.5)
+    outbox.enqueue(envelopes(["never@example.org"]), key="expired")
+    enqueued = time.monotonic()
+
+    assert shared.settle(outbox, "expired", timeout=30) == CeleryStatus(failed=1)
+    tries = shared.handler.rcpts("never@example.org")
+    assert 2 <= len(tries) <= 8  # retried every 0.2 s or so, for 1.5 s
+    # No attempt starts after max_lifetime (0.1 s for the way from the worker to the
+    # server; the next attempt would have come 0.2 s later).
+    assert max(tries) < enqueued + 1.5 + 0.1
+
+
+def test_a_worker_killed_mid_run_twice_loses_nothing_and_repeats_at_most_one_envelope_per_kill(
+    tmp_path: Path,
+) -> None:
+    # The victim has one pool process, so a kill ends exactly one delivering process.
+    # The first kill lands wherever the victim is; the second right after the end of
+    # DATA, the one moment at which a repeat is possible: the server takes the message
+    # and the worker dies before it can record the outcome.
+    with running_cluster(tmp_path) as cluster:
+        outbox = cluster.outbox()
+        recipients = outsiders(400, "killed")
+        outbox.enqueue(envelopes(recipients), key="killed")
+
+        def start_victim() -> str:
+            victim = cluster.workers.start("victim", concurrency=1)
+            wait_until(
+                lambda: sum(s.client == victim for s in cluster.handler.stamps) >= 30,
+                30,
+                f"{victim} to be delivering",
+            )
+            return victim
+
+        start_victim()
+        cluster.workers.kill("victim")
+        assert outbox.status("killed").pending > 0  # killed mid-run
+
+        victim = start_victim()
+        kill = cluster.workers.killer("victim")
+        in_flight: list[tuple[str, ...]] = []
+
+        def kill_at_end_of_data(client: str, rcpts: tuple[str, ...]) -> None:
+            if client == victim and not in_flight:
+                kill()
+                in_flight.append(rcpts)
+
+        cluster.handler.at_end_of_data = kill_at_end_of_data
+        wait_until(lambda: bool(in_flight), 30, "the kill at the end of DATA")
+        cluster.workers.kill("victim")
+        assert outbox.status("killed").pending > 0
+
+        cluster.workers.start("victim", concurrency=1)
+        cluster.workers.start("steady", concurrency=2)
+
+        status = cluster.settle(outbox, "killed", timeout=60)
+
+        assert status == CeleryStatus(accepted=400)
+        delivered = cluster.handler.delivered("killed-")
+        assert set(delivered) == set(recipients)  # none lost
+        repeated = {r: n for r, n in delivered.items() if n > 1}
+        assert len(repeated) <= 2, repeated  # two kills
+        assert set(repeated.values()) == {2}, repeated
+        assert set(in_flight[0]) <= set(repeated)  # the envelope after its DATA went again
+
+
+def test_the_rate_limit_holds_at_the_server_across_four_worker_processes(tmp_path: Path) -> None:
+    with running_cluster(tmp_path, rate=50) as cluster:
+        outbox = cluster.outbox()
+        outbox.enqueue(envelopes(outsiders(200, "paced")), key="paced")
+        cluster.workers.start("one", concurrency=2)
+        cluster.workers.start("two", concurrency=2)
+
+        assert cluster.settle(outbox, "paced", timeout=60) == CeleryStatus(accepted=200)
+
+        stamps = cluster.handler.stamps
+        assert busiest_second(stamps) <= 50
+        assert busiest_second(stamps) >= 40  # paced at the limit, not far below it
+        assert max(s.time for s in stamps) - min(s.time for s in stamps) >= 3.0
+        assert {s.client.partition("-")[0] for s in stamps} == {"one", "two"}
+
+
+def test_import_notifymail_loads_neither_celery_nor_redis() -> None:
+    code = (
+        "import sys, notifymail\n"
+        "for name in notifymail.__all__: getattr(notifymail, name)\n"
+        "print(sorted(m for m in ('celery', 'kombu', 'redis') if m in sys.modules))\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"
+
+
+def test_notifymail_celery_without_the_extra_names_the_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['celery'] = None  # as if not installed\n"
+        "try:\n"
+        "    import notifymail.celery\n"
+        "except ImportError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "pip install 'notifymail[celery]'" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"),
+    [
+        ({"lease": 0}, "lease"),
+        ({"max_lifetime": -1.0}, "max_lifetime"),
+        ({"min_backoff": 0.0}, "min_backoff"),
+        ({"min_backoff": 10.0, "max_backoff": 5.0}, "max_backoff"),
+        ({"queue": ""}, "queue"),
+    ],
+)
+def test_outbox_settings_are_checked(settings: dict[str, Any], field: str) -> None:
+    app = Celery("host")
+    try:
+        with pytest.raises(nm.ConfigError, match=f"^{field}: ") as raised:
+            CeleryOutbox(app, redis_url="redis://127.0.0.1:1/0", **settings)
+    finally:
+        app.close()
+    assert raised.value.field == field
