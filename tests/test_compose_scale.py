@@ -16,6 +16,7 @@ import pytest
 
 import notifymail as nm
 from notifymail._compose import compose, compose_notification
+from notifymail.protocol import _dot_stuffed
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com", from_name="Alerts")
 MIB = 1024 * 1024
@@ -90,6 +91,27 @@ def test_a_16_mib_body_costs_a_small_multiple_of_its_size_whatever_its_lines(lin
         assert len(envelope.raw) > size
 
     assert peak_bytes(compose_and_serialise) < 6 * size
+
+
+@pytest.mark.parametrize("line", ["a\n", ".\n", "..\r\n", "\r"])
+def test_a_16_mib_body_reaches_its_wire_bytes_in_a_small_multiple_of_its_size(line: str) -> None:
+    # From the host's text to the dot-stuffed bytes of DATA, through an envelope that a
+    # queue stored as raw bytes (its line ends normalised again) on the way.
+    body = line * (16 * MIB // len(line))
+    message = nm.Message(["ann@example.com"], "Export", text=body)
+
+    def to_the_wire() -> None:
+        envelope = compose(message, SENDER)
+        stored = nm.Envelope(envelope.sender, envelope.recipients, raw=envelope.raw)
+        assert _dot_stuffed(stored.raw).endswith(b"\r\n")
+
+    assert peak_bytes(to_the_wire) < 8 * len(body)
+
+
+def test_raw_bytes_with_bare_line_ends_are_normalised_in_a_small_multiple_of_their_size() -> None:
+    raw = b"Subject: x\n\n" + b".\n" * (8 * MIB)
+    peak = peak_bytes(lambda: nm.Envelope("a@example.com", ["b@example.com"], raw=raw))
+    assert peak < 3 * len(raw)
 
 
 def test_20000_envelopes_of_a_notification_share_one_body() -> None:
