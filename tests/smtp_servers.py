@@ -282,6 +282,7 @@ def start_smtp_server(
     auth_require_tls: bool = True,
     smtputf8: bool = True,
     handler: RecordingHandler | None = None,
+    port: int | None = None,
 ) -> SmtpServer:
     """Start aiosmtpd on 127.0.0.1 and return it running; the caller stops it.
 
@@ -290,6 +291,7 @@ def start_smtp_server(
     ``users``: name -> password; AUTH is offered (after TLS unless
     ``auth_require_tls`` is False) and checked against them.
     ``smtputf8``: whether the SMTPUTF8 extension is offered.
+    ``port``: where to listen (a free port when None), e.g. where a test said nothing was.
     """
     handler = handler or RecordingHandler()
     kwargs: dict[str, Any] = {
@@ -309,7 +311,7 @@ def start_smtp_server(
     controller = _RecordingController(
         handler,
         hostname=HOST,
-        port=free_port(),
+        port=free_port() if port is None else port,
         ssl_context=implicit_tls,
         server_hostname="mail.test",  # aiosmtpd would otherwise call socket.getfqdn()
         ready_timeout=5.0,

@@ -72,7 +72,6 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
                 "suppressions",
                 "unsubscribe",
                 "celery",
-                "_celery_standins",
             }
         ),
     ),

@@ -28,6 +28,8 @@ SPEC_NAMES = {
     "verify_smtp",
     # section 7: asyncio (AsyncSmtpTransport comes with the asyncio SMTP driver)
     "AsyncTransport", "AsyncMemoryTransport", "AsyncMailer",
+    # section 9: the outbox
+    "Outbox", "SqliteOutbox", "Queued", "OutboxStatus", "DeadMail", "OutboxWorker",
 }  # fmt: skip
 
 
@@ -53,7 +55,16 @@ def test_exported_members_say_where_they_live() -> None:
 
 
 def test_submodules_list_their_public_names() -> None:
-    for module_name in ("errors", "settings", "policy", "message", "mailer", "verify"):
+    for module_name in (
+        "errors",
+        "settings",
+        "policy",
+        "message",
+        "mailer",
+        "verify",
+        "outbox",
+        "worker",
+    ):
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), (module_name, name)

@@ -190,3 +190,19 @@ def celery_usage(app: Celery, settings: nm.EmailSettings, envelopes: list[nm.Env
     status: CeleryStatus = outbox.status(queued.key)
     outbox.close()
     return status.pending if queued.new else status.accepted + status.refused + status.failed
+
+
+def outbox_usage(settings: nm.EmailSettings, notification: nm.Notification) -> int:
+    with nm.SqliteOutbox("mail.db", max_lifetime=3600.0, lease=60.0) as outbox:
+        mailer = nm.Mailer(settings, outbox=outbox)
+        queued: nm.Queued = mailer.enqueue(notification, key="alert-1")
+        report: nm.DeliveryReport = mailer.deliver_queued(limit=100)
+        status: nm.OutboxStatus = outbox.status()
+        dead: list[nm.DeadMail] = outbox.dead()
+        retried: int = outbox.retry([mail.id for mail in dead])
+        worker = nm.OutboxWorker(mailer, poll_interval=0.5)
+        worker.start()
+        worker.stop()
+        store: nm.Outbox = outbox
+        assert store is outbox
+        return queued.envelopes + len(report.accepted) + status.dead + retried

@@ -49,12 +49,14 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.outbox import DeadMail, Outbox, OutboxStatus, Queued, SqliteOutbox
     from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
+    from notifymail.worker import OutboxWorker
 
 __version__ = "0.1.0"
 
@@ -69,6 +71,7 @@ _LAZY = {
     "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
+    "DeadMail": "notifymail.outbox",
     "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
     "Envelope": "notifymail.values",
@@ -76,9 +79,14 @@ _LAZY = {
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
     "Notification": "notifymail.message",
+    "Outbox": "notifymail.outbox",
+    "OutboxStatus": "notifymail.outbox",
+    "OutboxWorker": "notifymail.worker",
+    "Queued": "notifymail.outbox",
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
+    "SqliteOutbox": "notifymail.outbox",
     "Transport": "notifymail.transport.base",
     "VerifyResult": "notifymail.verify",
     "verify_smtp": "notifymail.verify",
@@ -95,6 +103,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ConsoleTransport",
+    "DeadMail",
     "Delivery",
     "DeliveryError",
     "DeliveryReport",
@@ -114,10 +123,14 @@ __all__ = [
     "Message",
     "Notification",
     "NotifymailError",
+    "Outbox",
+    "OutboxStatus",
+    "OutboxWorker",
     "PermanentFailure",
     "PermissionDenied",
     "Person",
     "Plan",
+    "Queued",
     "RecipientNotAllowed",
     "RecipientPolicy",
     "Reply",
@@ -128,6 +141,7 @@ __all__ = [
     "Sent",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteOutbox",
     "SuggestionMode",
     "TemporaryFailure",
     "TlsError",

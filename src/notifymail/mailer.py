@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from importlib import import_module
@@ -19,6 +20,7 @@ from typing_extensions import Self
 
 from notifymail._compose import compose, compose_notification, notification_envelopes
 from notifymail._delivery import (
+    Attempt,
     DeliveryReport,
     Handed,
     Lanes,
@@ -28,6 +30,8 @@ from notifymail._delivery import (
     log_summary,
     send_report,
 )
+from notifymail._drain import Drain, StoreCall, advance, drain
+from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
 from notifymail.policy import (
@@ -64,10 +68,12 @@ class _Facade(Generic[_T]):
         transport: _T,
         directory: Directory | None,
         clock: Callable[[], float],
+        outbox: Outbox | None,
     ) -> None:
         self.settings = settings
         self.transport: _T = transport
         self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self.outbox = outbox
         self._clock = clock
         rate = settings.delivery.max_recipients_per_second
         self._throttle = None if rate is None else Throttle(rate)
@@ -94,6 +100,39 @@ class _Facade(Generic[_T]):
     def _batches(self, notification: Notification) -> list[Batch]:
         return plan_delivery(notification.recipients, self.directory, self.settings)
 
+    def _enqueue(self, item: Message | Notification, key: str | None) -> Queued:
+        """Compose ``item`` and store its envelopes: ``enqueue``, blocking."""
+        outbox = self._outbox()
+        if isinstance(item, Message):
+            envelopes = [compose(item, self.settings.active_sender)]
+        elif isinstance(item, Notification):
+            batches = self._batches(item)
+            envelopes = compose_notification(item, self.settings.active_sender, batches)
+        else:
+            raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
+        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+
+    def _drain(self, limit: int | None) -> Drain:
+        """The plan of a ``deliver_queued`` (see `drain`)."""
+        queue = self._outbox()
+        if not isinstance(queue, DeliveryQueue):
+            raise ConfigError(
+                f"outbox: deliver_queued needs an outbox that workers claim from, such as"
+                f" SqliteOutbox; {type(queue).__name__} is delivered by its own workers",
+                field="outbox",
+            )
+        if limit is not None and limit < 0:
+            raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
+        return drain(queue, limit)
+
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
+            raise ConfigError(
+                "outbox: this mailer has no outbox; pass Mailer(..., outbox=SqliteOutbox(path))",
+                field="outbox",
+            )
+        return self.outbox
+
 
 class Mailer(_Facade[Transport]):
     """Sends system mail and notifications for a host application.
@@ -101,6 +140,8 @@ class Mailer(_Facade[Transport]):
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
     outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
+    ``outbox`` (a [`SqliteOutbox`][notifymail.SqliteOutbox], say) is where `enqueue` keeps
+    mail for `deliver_queued` to deliver.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -114,13 +155,14 @@ class Mailer(_Facade[Transport]):
         directory: Directory | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        outbox: Outbox | None = None,
     ) -> None:
         if transport is None:
             smtp = _active_smtp(settings)
             from notifymail.transport.smtp import SmtpTransport
 
             transport = SmtpTransport(smtp)
-        super().__init__(settings, transport, directory, clock)
+        super().__init__(settings, transport, directory, clock, outbox)
         self._sleep = sleep
 
     def __enter__(self) -> Self:
@@ -161,6 +203,46 @@ class Mailer(_Facade[Transport]):
             report = self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
+
+    def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose ``item`` and store its envelopes in the outbox, for a worker to deliver.
+
+        The delivery policy and composition run here, so an invalid item raises
+        [`InvalidMessage`][notifymail.InvalidMessage] and stores nothing. Every envelope is
+        stored, or none. A ``key`` enqueued before stores nothing and returns the first
+        record with ``new=False``, so a host's retried request never sends twice; without
+        a key, a fresh unique one is made.
+        """
+        return self._enqueue(item, key)
+
+    def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver envelopes that are due in the outbox, at most ``limit`` of them.
+
+        Each envelope is claimed under a lease (no other worker gets it), tried once
+        through this mailer's transport and throttle, and its outcome committed before
+        the next envelope is sent: one at a time, whatever the transport's concurrency.
+        The outbox decides what comes next: accepted and 5xx-refused recipients are done,
+        retryable failures wait by its backoff, and recipients past ``max_lifetime`` are
+        dead. While the server is unreachable (no connection, or 421) the rest of the
+        batch is deferred unsent, as Postfix does.
+
+        Returns what happened in this call: ``accepted``, ``refused`` (final) and
+        ``failed`` (dead); recipients deferred for a later attempt are in none of them.
+        """
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
+        with self:  # one connection for the whole call
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = self._attempt(step.envelope)
+                    else:
+                        answer = step.call()
+                except BaseException as raised:
+                    error = raised
+        return step
 
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
@@ -244,7 +326,8 @@ class AsyncMailer(_Facade[AsyncTransport]):
     loop. Use it with ``async with`` to keep one connection for every send inside the
     block; tasks may share it, and the throttle holds across all of them.
     ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
-    [`Mailer`][notifymail.Mailer].
+    [`Mailer`][notifymail.Mailer]. With an ``outbox``, ``await enqueue(...)`` and
+    ``await deliver_queued(...)`` work as on ``Mailer``, the outbox's calls in a thread.
     """
 
     def __init__(
@@ -255,13 +338,14 @@ class AsyncMailer(_Facade[AsyncTransport]):
         directory: Directory | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        outbox: Outbox | None = None,
     ) -> None:
         if transport is None:
             smtp = _active_smtp(settings)
             # The asyncio SMTP driver, imported only by the mailers that need it.
             driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
             transport = cast(AsyncTransport, driver(smtp))
-        super().__init__(settings, transport, directory, clock)
+        super().__init__(settings, transport, directory, clock, outbox)
         self._sleep = sleep
 
     async def __aenter__(self) -> Self:
@@ -297,6 +381,30 @@ class AsyncMailer(_Facade[AsyncTransport]):
             report = await self._hand_over_all(envelopes)
         log_summary(len(envelopes), report)
         return report
+
+    async def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose and store ``item``, as [`Mailer.enqueue`][notifymail.mailer.Mailer.enqueue]
+        does; composition and the outbox's transaction run in a thread, off the loop."""
+        return await asyncio.to_thread(self._enqueue, item, key)
+
+    async def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver what is due in the outbox, as
+        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does; the
+        outbox's calls run in a thread, the attempts on the loop."""
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
+        async with self:  # one connection for the whole call
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = await self._attempt(step.envelope)
+                    else:
+                        answer = await _in_thread(step)
+                except BaseException as raised:
+                    error = raised
+        return step
 
     async def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
@@ -421,6 +529,17 @@ class _AsyncPacer(_Reservations):
 
     async def wait(self, seconds: float) -> None:
         await self._sleep(seconds)
+
+
+async def _in_thread(step: StoreCall) -> object:
+    """Run an outbox call in a thread; a cancelled caller still waits for it to end, so
+    that the outbox is never used by two calls at once behind the plan's back."""
+    call = asyncio.ensure_future(asyncio.to_thread(step.call))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
+        raise
 
 
 def _active_smtp(settings: EmailSettings) -> SmtpSettings:
