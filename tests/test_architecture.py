@@ -347,3 +347,8 @@ def test_the_architecture_page_shows_the_same_layers() -> None:
     assert not misplaced, "\n".join(misplaced)
     gone = set(documented) - {short(module) for module in GRAPH}
     assert not gone, f"docs/architecture.md lists modules that do not exist: {sorted(gone)}"
+
+
+def test_the_console_transport_does_not_import_the_memory_transport() -> None:
+    graph = import_graph()
+    assert f"{PACKAGE}.transport.memory" not in graph[f"{PACKAGE}.transport.console"]

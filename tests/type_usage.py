@@ -82,6 +82,15 @@ def mailer_usage(settings: nm.EmailSettings) -> tuple[nm.DeliveryReport, nm.Deli
                 headers={"List-Unsubscribe": "<https://example.com/u>"},
             )
         )
+        mailer.notify(
+            nm.Notification(
+                ["ann@example.com"],
+                "Weekly",
+                text="Numbers",
+                unsubscribe=lambda address: f"https://example.com/u?e={address}",
+                list_id="weekly.example.com",
+            )
+        )
         suggested: list[nm.Person] = mailer.suggest_recipients(nm.Person("ann@example.com"))
         mailer.check_recipients(suggested[0], ["bob@example.com"], existing=())
     return system, alert
@@ -100,7 +109,8 @@ def memory_usage() -> str | None:
     transport.refuse("bob@example.com", reply=nm.Reply(550, "5.1.1 No such user"))
     transport.fail_next(nm.TemporaryFailure("451 try later"), times=2)
     sent: list[nm.Sent] = transport.outbox
-    return sent[0].subject if sent else None
+    files: tuple[nm.Attachment, ...] = sent[0].attachments if sent else ()
+    return sent[0].subject if sent and not files else None
 
 
 def policy_usage(settings: nm.EmailSettings, actor: nm.Person) -> nm.EmailSettings:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
-from notifymail._compose import compose, compose_notification
+from notifymail._compose import compose, compose_notification, notification_envelopes
 from notifymail._delivery import (
     Attempt,
     DeliveryReport,
@@ -57,8 +57,8 @@ __all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
 
 _T = TypeVar("_T", Transport, AsyncTransport)
 
-# An asyncio notify composes its envelopes this many batches at a time, yielding to the
-# event loop in between, so a notification to thousands never holds the loop for long.
+# An asyncio notify composes its envelopes this many at a time, yielding to the event
+# loop in between, so a notification to thousands never holds the loop for long.
 _COMPOSE_CHUNK = 200
 
 
@@ -402,10 +402,11 @@ class AsyncMailer(_Facade[AsyncTransport]):
         recipients, suppressed = await asyncio.to_thread(self._without_suppressed, notification)
         batches = self._batches(recipients)
         envelopes: list[Envelope] = []
-        for start in range(0, len(batches), _COMPOSE_CHUNK):
-            chunk = batches[start : start + _COMPOSE_CHUNK]
-            envelopes += compose_notification(notification, self.settings.active_sender, chunk)
-            await asyncio.sleep(0)
+        sender = self.settings.active_sender
+        for envelope in notification_envelopes(notification, sender, batches):
+            envelopes.append(envelope)
+            if len(envelopes) % _COMPOSE_CHUNK == 0:
+                await asyncio.sleep(0)
         async with self:  # one connection for every envelope, even outside the host's block
             report = await self._hand_over_all(envelopes, suppressed)
         log_summary(len(envelopes), report)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import ssl
 import time
 from collections import deque
@@ -86,8 +85,6 @@ MAX_REPLY_TEXT: Final = 512  # characters of a reply kept in a Reply, and so in 
 # buffers hold, so client and server never both wait to write (RFC 2920 3.1).
 PIPELINE_WINDOW: Final = 100
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _END_OF_DATA = b".\r\n"
 _MASK = "**********"
 # TLS handshake failures that mean the other end answered in plain text.
@@ -209,12 +206,15 @@ def printable(text: str) -> str:
 def _dot_stuffed(raw: bytes) -> bytes:
     """``raw`` with CRLF line ends, a leading dot doubled, and a final CRLF (RFC 5321 4.5.2)."""
     data = raw
-    # Counting is much cheaper than a substitution that finds nothing to change, the
-    # common case for an Envelope's raw bytes.
+    # Counting is much cheaper than rewriting what has nothing to change, the common case
+    # for an Envelope's raw bytes. bytes.replace, unlike a regular expression
+    # substitution, keeps no object per line: a body of "." lines cost 70 times its size.
     if not data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
-        data = _LINE_END.sub(b"\r\n", data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT.sub(b"..", data)
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
