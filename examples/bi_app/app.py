@@ -11,7 +11,10 @@ Routes (forms are ``application/x-www-form-urlencoded``, answers JSON):
   to find out who has one.
 - ``POST /alerts`` (``creator``, ``recipients`` comma-separated, ``subject``, ``text``):
   checks the recipients against the approved domains, then sends the alert; the answer
-  says who accepted it and who did not.
+  says who accepted it, who did not, and who was left out as unsubscribed.
+- ``POST /subscriptions`` (the same fields): a dashboard subscription, sent as
+  subscription mail: each recipient gets a message of their own with a one-click
+  unsubscribe link (``List-Unsubscribe``, RFC 8058) and ``List-Id``.
 - ``GET /suggestions?viewer=ADDRESS``: the people a recipient picker offers the viewer.
 - ``POST /unsubscribe?token=TOKEN`` with ``List-Unsubscribe=One-Click`` (form-encoded
   or ``multipart/form-data``): RFC 8058's one-click unsubscribe, as a mail client
@@ -60,7 +63,7 @@ _STATUS = {
     503: "503 Service Unavailable",
 }
 _RESET_ANSWER = "If an account exists for that address, a reset link is on its way."
-ALERTS_LIST = "alerts.bi.example.com"  # the List-Id of every alert
+SUBSCRIPTIONS_LIST = "subscriptions.bi.example.com"  # the List-Id of dashboard subscriptions
 _BAD_LINK = (
     "<h1>This unsubscribe link is not valid</h1><p>Copy the whole link from the message.</p>"
 )
@@ -100,6 +103,7 @@ class BiApp:
         routes: dict[str, dict[str, Handler]] = {
             "/password-reset": {"POST": self.password_reset},
             "/alerts": {"POST": self.alert},
+            "/subscriptions": {"POST": self.subscription},
             "/suggestions": {"GET": self.suggestions},
             "/unsubscribe": {"GET": self.confirm_unsubscribe, "POST": self.unsubscribe},
         }
@@ -124,8 +128,10 @@ class BiApp:
         return [payload]
 
     def unsubscribe_url(self, recipient: str) -> str:
-        """The one-click unsubscribe URL of ``recipient`` for the alerts list."""
-        return self.unsubscribe_tokens.url(f"{self.base_url}/unsubscribe", recipient, ALERTS_LIST)
+        """The one-click unsubscribe URL of ``recipient`` for dashboard subscriptions."""
+        return self.unsubscribe_tokens.url(
+            f"{self.base_url}/unsubscribe", recipient, SUBSCRIPTIONS_LIST
+        )
 
     # --- the handlers ---
 
@@ -156,6 +162,18 @@ class BiApp:
         return 202, {"message": _RESET_ANSWER}
 
     def alert(self, environ: WSGIEnvironment) -> tuple[int, object]:
+        return self._notify(environ)
+
+    def subscription(self, environ: WSGIEnvironment) -> tuple[int, object]:
+        return self._notify(environ, unsubscribe=self.unsubscribe_url, list_id=SUBSCRIPTIONS_LIST)
+
+    def _notify(
+        self,
+        environ: WSGIEnvironment,
+        *,
+        unsubscribe: Callable[[str], str] | None = None,
+        list_id: str | None = None,
+    ) -> tuple[int, object]:
         creator = self.mailer.directory.find(_form(environ, "creator"))
         if creator is None or not creator.active:
             raise _Answer(403, {"error": "only account holders may create alerts"})
@@ -166,6 +184,8 @@ class BiApp:
                 [r for r in recipients if r],
                 _form(environ, "subject"),
                 text=_form(environ, "text"),
+                unsubscribe=unsubscribe,
+                list_id=list_id,
             )
         except nm.RecipientNotAllowed as error:
             return 400, {"error": "recipients not allowed", "refused": dict(error.refused)}

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import hmac
 import re
+from functools import lru_cache
 from typing import Final
-from urllib.parse import SplitResult, parse_qsl, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from notifymail._address import has_control_character, normalize_address
 from notifymail.errors import ConfigError, InvalidMessage, InvalidToken
@@ -64,10 +64,10 @@ class UnsubscribeTokens:
         Anything else raises [`InvalidMessage`][notifymail.InvalidMessage] (a ``ValueError``)
         naming the argument.
         """
-        parts = _https_url(base_url)
-        token = self._token(_payload(recipient, list_id))
-        query = f"{parts.query}&token={token}" if parts.query else f"token={token}"
-        return urlunsplit(parts._replace(query=query))
+        if not isinstance(base_url, str):
+            raise InvalidMessage(f"base_url: must be a str, not {type(base_url).__name__}")
+        head, tail = _url_around_token(base_url)
+        return f"{head}{self._token(_payload(recipient, list_id))}{tail}"
 
     def verify(self, token: str) -> tuple[str, str]:
         """The ``(recipient, list_id)`` that ``token`` was made for.
@@ -92,7 +92,7 @@ class UnsubscribeTokens:
         return recipient, list_id
 
     def _token(self, payload: bytes) -> str:
-        signature = hmac.new(self._key, _PURPOSE + payload, hashlib.sha256).digest()
+        signature = hmac.digest(self._key, _PURPOSE + payload, "sha256")
         return f"{_b64(payload)}.{_b64(signature)}"
 
     def __repr__(self) -> str:
@@ -109,10 +109,12 @@ def _key_of(secret: Secret | str | bytes) -> bytes:
     raise TypeError(f"secret: must be a Secret, str or bytes, not {type(secret).__name__}")
 
 
-def _https_url(base_url: str) -> SplitResult:
-    """``base_url`` split, if it is an absolute https URL that may go into a List-* header."""
-    if not isinstance(base_url, str):
-        raise InvalidMessage(f"base_url: must be a str, not {type(base_url).__name__}")
+# A notification asks for one URL per recipient, all on the same base: it is checked and
+# split once.
+@lru_cache(maxsize=64)
+def _url_around_token(base_url: str) -> tuple[str, str]:
+    """What comes before and after the token in the URL made from ``base_url``, if that
+    is an absolute https URL that may go into a List-* header."""
     if not _URI_CHARACTERS.fullmatch(base_url):
         raise InvalidMessage(
             f"base_url: {base_url!r} must be ASCII without spaces or <>; percent-encode the rest"
@@ -122,7 +124,9 @@ def _https_url(base_url: str) -> SplitResult:
         raise InvalidMessage(f"base_url: {base_url!r} must be an https URL with a host")
     if any(name == "token" for name, _ in parse_qsl(parts.query, keep_blank_values=True)):
         raise InvalidMessage(f"base_url: {base_url!r} already has a token parameter")
-    return parts
+    query = f"{parts.query}&token=" if parts.query else "token="
+    head = urlunsplit(parts._replace(query=query, fragment=""))
+    return head, f"#{parts.fragment}" if parts.fragment else ""
 
 
 def _payload(recipient: str, list_id: str) -> bytes:

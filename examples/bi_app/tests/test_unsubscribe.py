@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 
 import notifymail as nm
-from bi_app.app import ALERTS_LIST, BiApp
+from bi_app.app import SUBSCRIPTIONS_LIST, BiApp
 
 from .conftest import Call
 
@@ -20,10 +21,10 @@ def path_of(url: str) -> str:
     return f"{parts.path}?{parts.query}"
 
 
-def alert(call: Call, recipients: str) -> dict[str, object]:
+def notify(call: Call, recipients: str, route: str = "/alerts") -> dict[str, Any]:
     status, body = call(
         "POST",
-        "/alerts",
+        route,
         {
             "creator": "ann@acme.example",
             "recipients": recipients,
@@ -32,7 +33,7 @@ def alert(call: Call, recipients: str) -> dict[str, object]:
         },
     )
     assert status == "200 OK"
-    answer: dict[str, object] = body
+    answer: dict[str, Any] = body
     return answer
 
 
@@ -46,9 +47,37 @@ def test_the_one_click_post_unsubscribes_and_later_alerts_skip_the_recipient(
     assert status == "200 OK"
     assert "bob@acme.example is unsubscribed" in page
     assert notifymail_suppressions.is_suppressed("bob@acme.example")
-    body = alert(call, "ann@acme.example, bob@acme.example")
+    body = notify(call, "ann@acme.example, bob@acme.example")
     assert body["suppressed"] == ["bob@acme.example"]
     assert body["accepted"] == ["ann@acme.example"]
+    assert [sent.recipients for sent in mail_outbox] == [("ann@acme.example",)]
+
+
+def test_a_subscription_mails_each_recipient_a_one_click_link_that_unsubscribes_them(
+    call: Call, notifymail_suppressions: nm.Suppressions, mail_outbox: list[nm.Sent]
+) -> None:
+    body = notify(call, "ann@acme.example, bob@acme.example", "/subscriptions")
+
+    assert sorted(body["accepted"]) == ["ann@acme.example", "bob@acme.example"]
+    assert [sent.recipients for sent in mail_outbox] == [
+        ("ann@acme.example",),
+        ("bob@acme.example",),
+    ]  # a message each: each carries its own link
+    bobs = mail_outbox[1].message
+    assert bobs["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert bobs["List-Id"] == f"<{SUBSCRIPTIONS_LIST}>"
+    link = str(bobs["List-Unsubscribe"])
+    assert link.startswith("<https://bi.acme.example/unsubscribe?token=")
+    assert link.endswith(">")
+
+    status, _ = call("POST", path_of(link[1:-1]), body=ONE_CLICK)  # what Gmail does
+
+    assert status == "200 OK"
+    assert notifymail_suppressions.is_suppressed("bob@acme.example")
+    assert not notifymail_suppressions.is_suppressed("ann@acme.example")
+    mail_outbox.clear()
+    again = notify(call, "ann@acme.example, bob@acme.example", "/subscriptions")
+    assert again["suppressed"] == ["bob@acme.example"]
     assert [sent.recipients for sent in mail_outbox] == [("ann@acme.example",)]
 
 
@@ -57,7 +86,10 @@ def test_the_reason_names_the_list(
 ) -> None:
     call("POST", path_of(app.unsubscribe_url("bob@acme.example")), body=ONE_CLICK)
 
-    assert notifymail_suppressions.reason("bob@acme.example") == f"unsubscribed from {ALERTS_LIST}"
+    assert (
+        notifymail_suppressions.reason("bob@acme.example")
+        == f"unsubscribed from {SUBSCRIPTIONS_LIST}"
+    )
 
 
 def test_a_multipart_one_click_post_unsubscribes_too(
@@ -146,7 +178,7 @@ def test_unsubscribe_links_are_https_and_carry_a_signed_token(app: BiApp) -> Non
     assert parts.query.startswith("token=")
     assert app.unsubscribe_tokens.verify(parts.query.removeprefix("token=")) == (
         "bob@acme.example",
-        ALERTS_LIST,
+        SUBSCRIPTIONS_LIST,
     )
 
 
