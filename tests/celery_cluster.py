@@ -187,18 +187,22 @@ class StampingHandler(RecordingHandler):
     client's EHLO name, in ``stamps``.
 
     ``transient``: address -> how many more RCPTs for it to answer 451 before accepting.
+    ``at_rcpt``: called with the client's EHLO name and the address at each RCPT.
     ``at_end_of_data``: called with the client's EHLO name and the recipients when a
     message's DATA has arrived, before the server takes it and replies.
     """
 
     stamps: list[Stamp] = field(default_factory=list)
     transient: dict[str, int] = field(default_factory=dict)
+    at_rcpt: Callable[[str, str], None] | None = None
     at_end_of_data: Callable[[str, tuple[str, ...]], None] | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.stamps.append(Stamp(time.monotonic(), address, session.host_name))
+        if self.at_rcpt is not None:
+            self.at_rcpt(session.host_name, address)
         if self.transient.get(address, 0) > 0:
             self.transient[address] -= 1
             return "451 4.3.0 Try again later"
