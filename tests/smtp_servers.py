@@ -22,6 +22,7 @@ import select
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage
@@ -77,7 +78,8 @@ class RecordingHandler:
     Recording: ``commands`` (every command verb received, all connections, in order),
     ``ehlo_names`` (the client's EHLO arguments), ``messages`` (each message whose DATA
     the server accepted, or whose reply it "lost"), ``logins`` (AUTH attempts),
-    ``connections`` (how many were opened).
+    ``connections`` (how many were opened), ``arrivals`` (``time.monotonic()`` and the
+    address of every RCPT TO, as it arrived).
 
     Scripting, set before or during the test:
 
@@ -114,6 +116,7 @@ class RecordingHandler:
     messages: list[Received] = field(default_factory=list)
     logins: list[Login] = field(default_factory=list)
     connections: int = 0
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
 
     def authenticator(self, users: Mapping[str, str]) -> Callable[..., AuthResult]:
         """An aiosmtpd authenticator accepting ``users`` (name -> password); else 535."""
@@ -163,6 +166,7 @@ class RecordingHandler:
     async def handle_RCPT(  # noqa: N802 - aiosmtpd's hook name
         self, server: SMTP, session: Any, envelope: Any, address: str, options: list[str]
     ) -> str:
+        self.arrivals.append((time.monotonic(), address))
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -279,6 +283,7 @@ def start_smtp_server(
     auth_require_tls: bool = True,
     smtputf8: bool = True,
     handler: RecordingHandler | None = None,
+    port: int | None = None,
 ) -> SmtpServer:
     """Start aiosmtpd on 127.0.0.1 and return it running; the caller stops it.
 
@@ -287,6 +292,7 @@ def start_smtp_server(
     ``users``: name -> password; AUTH is offered (after TLS unless
     ``auth_require_tls`` is False) and checked against them.
     ``smtputf8``: whether the SMTPUTF8 extension is offered.
+    ``port``: where to listen (a free port when None), e.g. where a test said nothing was.
     """
     handler = handler or RecordingHandler()
     kwargs: dict[str, Any] = {
@@ -306,7 +312,7 @@ def start_smtp_server(
     controller = _RecordingController(
         handler,
         hostname=HOST,
-        port=free_port(),
+        port=free_port() if port is None else port,
         ssl_context=implicit_tls,
         server_hostname="mail.test",  # aiosmtpd would otherwise call socket.getfqdn()
         ready_timeout=5.0,

@@ -9,13 +9,17 @@ from hypothesis import strategies as st
 
 from notifymail._address import _common_normalized, normalize_address
 
+ENCODED_WORD_REFUSAL = "error: the part before the @-sign cannot contain '=?' (an encoded word)"
+
 
 def validator_says(address: str) -> str:
-    """email-validator's verdict: the normalised address, or ``error: <reason>``."""
+    """email-validator's verdict: the normalised address, or ``error: <reason>``; and
+    notifymail's one rule on top of it, no encoded word's ``=?`` before the @-sign."""
     try:
-        return validate_email(address.strip(), check_deliverability=False).normalized
+        normalized = validate_email(address.strip(), check_deliverability=False).normalized
     except EmailNotValidError as error:
         return f"error: {error}"
+    return ENCODED_WORD_REFUSAL if "=?" in normalized.rpartition("@")[0] else normalized
 
 
 def notifymail_says(address: str) -> str:
@@ -132,3 +136,13 @@ def test_the_fast_path_takes_the_common_address_and_leaves_the_rest() -> None:
         "a" * 65 + "@example.com",
     ):
         assert _common_normalized(address) is None
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["=?utf-8?q?=0D=0ABcc=3A=20x=40evil=2Ecom?=@approved.example", "a=?b@example.com"],
+)
+def test_a_local_part_that_a_reader_could_decode_as_an_encoded_word_is_refused(
+    address: str,
+) -> None:
+    assert notifymail_says(address) == ENCODED_WORD_REFUSAL

@@ -246,6 +246,7 @@ def test_verify_autocorrect_never_recommends_a_mode_weaker_than_the_encrypted_on
     code, out, err = run(capsys, "verify", "--autocorrect")
 
     assert (code, out) == (1, "")
+    assert err.startswith(progress_line(server.port, VERIFYING, security="starttls"))
     assert "security: Server does not offer STARTTLS" in err
     assert "=tls" not in err
     assert "=none" not in err

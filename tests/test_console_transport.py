@@ -7,7 +7,7 @@ import io
 import pytest
 
 import notifymail as nm
-from notifymail.message import compose
+from notifymail._compose import compose
 
 SENDER = nm.SenderSettings(from_address="noreply@bücher.de", from_name="Acme, Inc.")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import pytest
 
+import notifymail
 from smtp_servers import SmtpServer, start_smtp_server
 
 pytest_plugins = ["pytester"]
@@ -126,7 +127,14 @@ def run_block(block: CodeBlock, namespace: dict[str, object]) -> None:
 
 @pytest.fixture
 def page_module() -> Iterator[types.ModuleType]:
-    """A module for a page's namespace, registered while it runs (dataclasses need it)."""
+    """A module for a page's namespace, registered while it runs (dataclasses need it).
+
+    Every name notifymail exports is imported first: ``pytester`` takes the modules
+    imported during a test out of ``sys.modules`` again, and a module a page imported
+    first would then be imported twice, its classes no longer those ``notifymail`` holds.
+    """
+    for name in notifymail.__all__:
+        getattr(notifymail, name)
     module = types.ModuleType("notifymail_docs_page")
     sys.modules[module.__name__] = module
     yield module

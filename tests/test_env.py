@@ -177,7 +177,7 @@ def test_environ_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None
         ({"MB_EMAIL_SMTP_PORT": "-1"}, "MB_EMAIL_SMTP_PORT", "MB_EMAIL_SMTP_PORT: '-1' is not a port number (1-65535)"),
         ({"MB_EMAIL_SMTP_SECURITY": "tsl"}, "MB_EMAIL_SMTP_SECURITY", "MB_EMAIL_SMTP_SECURITY: 'tsl' is not a security mode (none, ssl, tls, starttls)"),
         ({"MB_EMAIL_SMTP_HOST": "smtp example"}, "MB_EMAIL_SMTP_HOST", "MB_EMAIL_SMTP_HOST: 'smtp example' is not a host name or IP address"),
-        ({"MB_EMAIL_SMTP_USERNAME": "bob"}, "MB_EMAIL_SMTP_PASSWORD", "MB_EMAIL_SMTP_PASSWORD: username and password are set together or not at all"),
+        ({"MB_EMAIL_SMTP_PASSWORD": "pw"}, "MB_EMAIL_SMTP_USERNAME", "MB_EMAIL_SMTP_USERNAME: a password needs a username"),
         ({"MB_EMAIL_FROM_ADDRESS": "nobody"}, "MB_EMAIL_FROM_ADDRESS", "MB_EMAIL_FROM_ADDRESS: 'nobody' is not a valid email address"),
         ({"MB_EMAIL_REPLY_TO": "ok@example.com,bad@"}, "MB_EMAIL_REPLY_TO", "MB_EMAIL_REPLY_TO: 'bad@' is not a valid email address"),
         ({"MB_EMAIL_REPLY_TO": "[1, 2]"}, "MB_EMAIL_REPLY_TO", "MB_EMAIL_REPLY_TO: is not a JSON list of addresses"),

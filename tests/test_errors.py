@@ -15,6 +15,7 @@ import notifymail as nm
         (nm.InvalidMessage, (nm.NotifymailError, ValueError)),
         (nm.PermissionDenied, (nm.NotifymailError,)),
         (nm.RecipientNotAllowed, (nm.NotifymailError,)),
+        (nm.InvalidToken, (nm.NotifymailError,)),
         (nm.DeliveryError, (nm.NotifymailError,)),
         (nm.ConnectionFailed, (nm.DeliveryError,)),
         (nm.TlsError, (nm.DeliveryError,)),

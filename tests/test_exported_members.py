@@ -28,6 +28,11 @@ SPEC_NAMES = {
     "verify_smtp",
     # section 7: asyncio
     "AsyncTransport", "AsyncSmtpTransport", "AsyncMemoryTransport", "AsyncMailer",
+    # section 9: the outbox
+    "Outbox", "SqliteOutbox", "Queued", "OutboxStatus", "DeadMail", "OutboxWorker",
+    # section 11: subscription mail
+    "UnsubscribeTokens", "InvalidToken", "Suppressions", "InMemorySuppressions",
+    "SqliteSuppressions",
 }  # fmt: skip
 
 
@@ -53,10 +58,29 @@ def test_exported_members_say_where_they_live() -> None:
 
 
 def test_submodules_list_their_public_names() -> None:
-    for module_name in ("errors", "settings", "policy", "message", "mailer", "verify"):
+    for module_name in (
+        "errors",
+        "settings",
+        "policy",
+        "message",
+        "mailer",
+        "verify",
+        "outbox",
+        "worker",
+        "suppressions",
+        "unsubscribe",
+    ):
         module = importlib.import_module(f"notifymail.{module_name}")
         for name in module.__all__:
             assert hasattr(module, name), (module_name, name)
+
+
+def printed_by(code: str) -> list[str]:
+    """The lines ``code`` prints, run by this interpreter in a fresh process."""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    return result.stdout.splitlines()
 
 
 def test_import_notifymail_leaves_the_heavy_modules_for_first_use() -> None:
@@ -67,7 +91,18 @@ def test_import_notifymail_leaves_the_heavy_modules_for_first_use() -> None:
         "notifymail.SmtpTransport\n"
         "print('ssl' in sys.modules)\n"
     )
-    result = subprocess.run(  # noqa: S603 - our own interpreter and code
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    assert printed_by(code) == ["", "True"]
+
+
+def test_composing_a_message_loads_no_part_of_the_email_package() -> None:
+    # Composition writes headers and MIME itself; the email package is for reading back.
+    code = (
+        "import sys, notifymail as nm\n"
+        "from notifymail._compose import compose\n"
+        "logo = nm.Attachment('l.png', b'P', 'image/png', content_id='l')\n"
+        "message = nm.Message(['jösé@bücher.de'], 'Olé', text='x', html='<img>',\n"
+        "    headers={'X-Tag': 'ü'}, attachments=[logo, nm.Attachment('a.csv', b'x', 'text/csv')])\n"
+        "compose(message, nm.SenderSettings(from_address='b@bücher.de', from_name='Ünï')).raw\n"
+        "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'email'))\n"
     )
-    assert result.stdout.splitlines() == ["", "True"]
+    assert printed_by(code) == ["[]"]

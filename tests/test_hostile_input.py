@@ -8,8 +8,11 @@ a receiver would, the envelope, and the RCPT TO commands a real server receives.
 
 from __future__ import annotations
 
+import email
+import email.utils
 import smtplib
 from collections.abc import Callable, Iterator
+from email.utils import parseaddr
 from typing import TypeVar
 
 import pytest
@@ -24,9 +27,11 @@ from notifymail._address import (
     normalize_address,
     wire_address,
 )
+from notifymail._compose import compose
+from notifymail._readback import read_back
 from notifymail._table import ROWS
-from notifymail.transport.memory import read_back
 from smtp_servers import FaultyServer
+from test_compose_scale import MIB, peak_bytes
 
 # Every variable that sets a settings field, and the field it sets.
 ENV_VARIABLES = {row.variable: row.path for row in ROWS if row.path is not None}
@@ -59,6 +64,13 @@ PIECES = [
     "]",
     "=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
     "=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
+    "=?utf-8?q?=0D=0AContent-Type:_text/html?=",  # in a Content-ID: a second Content-Type
+    "=?utf-8?b?4oCo?=",  # U+2028: Python's parser breaks a From line there
+    "=?utf-8?b?4oCp?=",  # U+2029
+    "=?utf-8?b?woU=?=",  # NEL
+    "=?utf-8?q?=3D=3Futf-8=3Fq=3F=3D0D=3D0A=3F=3D?=",  # a line break, read twice
+    " <v@evil.example>",
+    "v@evil.example>",
     "\r\nBcc: x@evil.example",
     "\nTo: x@evil.example",
     "Bcc:",
@@ -83,6 +95,18 @@ PIECES = [
 hostile_text = st.lists(st.one_of(st.sampled_from(PIECES), st.text(max_size=4)), max_size=8).map(
     "".join
 )
+# A from name is shown beside the address: pieces that would end the name early, or
+# smuggle an address in, come often enough to meet each other.
+hostile_name = st.lists(
+    st.one_of(
+        st.sampled_from(
+            ["=?utf-8?b?4oCo?=", "=?utf-8?b?woU=?=", "=?utf-8?b?w6k=?=", " <v@evil.example>"]
+        ),
+        st.sampled_from(['"', ",", "<", ">", " ", "Ann", "\\", "@", "(", ":"]),
+        hostile_text,
+    ),
+    max_size=6,
+).map("".join)
 plain_local = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.-_+", min_size=1, max_size=8)
 hostile_address = st.one_of(
     hostile_text,
@@ -156,11 +180,6 @@ def _outcome(build: Callable[[], T]) -> T | nm.NotifymailError:
         return error
 
 
-def _words(text: object) -> list[str]:
-    """``text`` as a reader sees it: unfolding and parsing may change whitespace, not words."""
-    return str(text).split()
-
-
 PART_HEADERS = {"content-type", "content-transfer-encoding", "content-disposition", "content-id"}
 
 
@@ -208,7 +227,37 @@ def assert_no_injection(
         assert len(part_names) == len(set(part_names)), part_names
 
 
+def assert_from_is(envelope: nm.Envelope, address: str, name: str | None) -> None:
+    """Every reader finds ``address`` in From, and the name the sender was given."""
+    parsed = read_back(envelope)
+    (mailbox,) = parsed["From"].addresses
+    assert mailbox.addr_spec == address
+    assert parseaddr(str(parsed["From"]))[1] == address
+    raw_from = email.message_from_bytes(envelope.raw)["From"]  # compat32: the raw value
+    assert parseaddr(" ".join(raw_from.split()))[1] == address
+    # Python reads white space in a display name as one space, and (unlike RFC 2047) the
+    # space between two encoded words of a long name as a space too.
+    assert "".join(mailbox.display_name.split()) == "".join((name or "").split())
+
+
 # --- every field of a message ---
+
+ENCODED_BCC = "=?utf-8?q?=0D=0ABcc:_x@evil.example?="
+
+
+def message_case(**hostile: object) -> dict[str, object]:
+    """The arguments of the message property: benign, but for ``hostile``."""
+    benign: dict[str, object] = {
+        "to": ["ann@example.com"],
+        "bcc": [],
+        "subject": "s",
+        "header_name": "X-Tag",
+        "header_value": "v",
+        "filename": "a.pdf",
+        "from_name": "A",
+        "content_id": None,
+    }
+    return {**benign, **hostile}
 
 
 @FAST
@@ -219,64 +268,34 @@ def assert_no_injection(
     header_name=hostile_text,
     header_value=hostile_text,
     filename=hostile_text,
-    from_name=hostile_text,
+    from_name=hostile_name,
+    content_id=st.one_of(st.none(), hostile_text),
+)
+@example(**message_case(subject="Hi\r\nBcc: x@evil.example"))
+@example(
+    **message_case(
+        bcc=["eve@example.com"],
+        subject=ENCODED_BCC,
+        header_value=ENCODED_BCC,
+        filename='a.pdf"; name="b.exe',
+        from_name='Evil <x@evil.example>, "',
+        content_id="=?utf-8?q?=0D=0AContent-Type:_text/html?=",
+    )
 )
 @example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="Hi\r\nBcc: x@evil.example",
-    header_name="X-Tag",
-    header_value="v",
-    filename="a.pdf",
-    from_name="A",
+    **message_case(
+        subject="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
+        header_value="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
+        filename=ENCODED_BCC,
+        from_name=ENCODED_BCC,
+    )
 )
-@example(
-    to=["ann@example.com"],
-    bcc=["eve@example.com"],
-    subject="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    header_name="X-Tag",
-    header_value="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    filename='a.pdf"; name="b.exe',
-    from_name='Evil <x@evil.example>, "',
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
-    header_name="X-Tag",
-    header_value="=?utf-8?b?QmNjOiB4QGV2aWwuZXhhbXBsZQ==?=",
-    filename="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    from_name="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="a =?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-    filename="a.pdf",
-    from_name="A",
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="v",
-    filename="=?utf-8?q?=0D=0AContent-Type:_text/html?=",
-    from_name="A",
-)
-@example(
-    to=["ann@example.com"],
-    bcc=[],
-    subject="s",
-    header_name="X-Tag",
-    header_value="v",
-    filename="a.pdf",
-    from_name="=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
-)
+@example(**message_case(header_value=f"a {ENCODED_BCC}"))
+@example(**message_case(filename="=?utf-8?q?=0D=0AContent-Type:_text/html?=", content_id="logo"))
+@example(**message_case(from_name=ENCODED_BCC))
+@example(**message_case(from_name="=?utf-8?b?w6k=?= <v@evil.example>"))
 def test_message_fields_raise_a_typed_error_or_compose_without_injection(  # noqa: PLR0917
-    to, bcc, subject, header_name, header_value, filename, from_name
+    to, bcc, subject, header_name, header_value, filename, from_name, content_id
 ):
     try:
         sender = nm.SenderSettings(from_address="alerts@example.com", from_name=from_name)
@@ -285,8 +304,16 @@ def test_message_fields_raise_a_typed_error_or_compose_without_injection(  # noq
             bcc=bcc,
             subject=subject,
             text="Body\n",
+            html=None if content_id is None else '<img src="cid:x">',
             headers={header_name: header_value},
-            attachments=[nm.Attachment(filename, b"%PDF", "application/pdf")],
+            attachments=[
+                nm.Attachment(filename, b"%PDF", "application/pdf"),
+                *(
+                    []
+                    if content_id is None
+                    else [nm.Attachment("i.png", b"P", "image/png", content_id)]
+                ),
+            ],
         )
         transport = nm.MemoryTransport()
         nm.Mailer(nm.EmailSettings(sender=sender), transport=transport).send(message)
@@ -298,12 +325,49 @@ def test_message_fields_raise_a_typed_error_or_compose_without_injection(  # noq
     assert sorted(sent.envelope.recipients) == sorted(dict.fromkeys(expected))
     assert_no_injection(sent.envelope, message.to, (), {header_name: header_value})
     parsed = sent.message
-    assert [a.addr_spec for a in parsed["From"].addresses] == ["alerts@example.com"]
-    assert parsed["From"].addresses[0].display_name == (from_name or "")
-    (attachment,) = list(parsed.iter_attachments())
-    assert attachment.get_filename() == filename
-    assert _words(parsed["Subject"]) == _words(subject)
-    assert _words(parsed[header_name]) == _words(header_value)
+    assert_from_is(sent.envelope, "alerts@example.com", from_name)
+    attachment = next(parsed.iter_attachments())
+    assert attachment.get_filename() == email.utils.unquote(filename).strip()
+    assert parsed["Subject"] == subject
+    assert parsed[header_name] == header_value
+    if content_id is not None:
+        (image,) = sent.attachments[1:]
+        assert image.content_id == nm.Attachment("i.png", b"P", "image/png", content_id).content_id
+
+
+hostile_content_id = st.lists(
+    st.sampled_from(
+        [
+            *("=?utf-8?q?=0D=0AContent-Type:_text/html?=", "=?utf-8?b?DQo=?="),
+            *("logo", "@", ".", "=?", "?=", "=0D=0A", "_", "<", ">", "a"),
+        ]
+    ),
+    min_size=1,
+    max_size=5,
+).map("".join)
+
+
+@FAST
+@given(from_name=hostile_name, content_id=hostile_content_id)
+def test_a_from_name_or_content_id_raises_a_typed_error_or_reads_back_as_given(
+    from_name, content_id
+):
+    transport = nm.MemoryTransport()
+    try:
+        sender = nm.SenderSettings(from_address="alerts@example.com", from_name=from_name)
+        image = nm.Attachment("chart.png", b"\x89PNG", "image/png", content_id=content_id)
+        message = nm.Message(["ann@example.com"], "s", text="x", html="<img>", attachments=[image])
+        nm.Mailer(nm.EmailSettings(sender=sender), transport=transport).send(message)
+    except nm.NotifymailError:  # any other exception fails the test
+        assert transport.outbox == []
+        return
+    (sent,) = transport.outbox
+    assert_no_injection(sent.envelope, ("ann@example.com",), (), {})
+    assert_from_is(sent.envelope, "alerts@example.com", from_name)
+    (inline,) = [part for part in sent.message.walk() if part.get("Content-ID")]
+    assert inline.get_all("Content-Type") == ["image/png"]
+    assert inline["Content-ID"] == f"<{image.content_id}>"
+    assert sent.attachments == (image,)
 
 
 @FAST
@@ -328,6 +392,7 @@ def test_notification_fields_raise_a_typed_error_or_compose_without_injection(
             nm.Notification(everyone, subject, text="Body\n")
         )
     except nm.NotifymailError:  # any other exception fails the test
+        assert transport.outbox == []  # refused before anything was sent, never midway
         return
 
     assert report.ok
@@ -338,7 +403,31 @@ def test_notification_fields_raise_a_typed_error_or_compose_without_injection(
         shown = recipients_ if (len(recipients_) == 1 or not bcc_enabled) else ()
         assert members_only or len(recipients_) == 1
         assert_no_injection(sent.envelope, shown, (), {})
-        assert _words(sent.message["Subject"]) == _words(subject)
+        assert sent.message["Subject"] == subject
+
+
+# --- hostile bodies ---
+
+
+@settings(max_examples=12, deadline=None, derandomize=True, database=None)
+@given(
+    lines=st.lists(
+        st.sampled_from(["", ".", "..", "a", "x" * 100, "é", "=", " ", ".\t", "From x"]),
+        min_size=1,
+        max_size=4,
+    ),
+    html=st.booleans(),
+)
+def test_any_body_of_short_or_long_lines_costs_a_small_multiple_of_its_size(
+    lines: list[str], html: bool
+) -> None:
+    unit = "\n".join(lines) + "\n"
+    body = unit * (MIB // len(unit.encode()) + 1)
+    size = len(body.encode())
+    message = nm.Message(
+        ["ann@example.com"], "s", text=None if html else body, html=body if html else None
+    )
+    assert peak_bytes(lambda: compose(message, SENDER).raw) < 8 * size + MIB
 
 
 # --- settings and the environment ---
@@ -592,3 +681,38 @@ def test_addresses_that_only_casefold_alike_are_different_recipients():
     settings_ = nm.EmailSettings(sender=SENDER, delivery=nm.DeliverySettings(bcc_enabled=False))
     batches = nm.plan_delivery(["ceo@strasse.de", "ceo@straße.de"], ACCOUNTS, settings_)
     assert [batch.recipients for batch in batches] == [("ceo@strasse.de",), ("ceo@straße.de",)]
+
+
+ENCODED_LOCAL_PART = "=?utf-8?q?=0D=0ABcc=3A=20x=40evil=2Ecom?=@approved.example"
+
+
+def test_a_recipient_whose_local_part_is_an_encoded_word_is_refused_before_anything_is_sent():
+    # Under CC its To header would be refolded, and a reader decodes the encoded word.
+    settings_ = nm.EmailSettings(sender=SENDER, delivery=nm.DeliverySettings(bcc_enabled=False))
+    members = [f"member{index}@approved.example" for index in range(60)]
+    directory = nm.InMemoryDirectory([nm.Person(email=a) for a in members])
+    transport = nm.MemoryTransport()
+    mailer = nm.Mailer(settings_, transport=transport, directory=directory)
+    with pytest.raises(nm.InvalidMessage, match=r"recipients: .*encoded word"):
+        mailer.notify(nm.Notification([*members, ENCODED_LOCAL_PART], "Report", text="x"))
+    assert transport.outbox == []
+    with pytest.raises(nm.RecipientNotAllowed, match="encoded word"):
+        mailer.check_recipients(nm.Person(email=members[0]), [ENCODED_LOCAL_PART])
+
+
+def test_one_recipient_needing_smtputf8_fails_alone_in_a_bcc_batch_without_it(smtp_server):
+    server = smtp_server(smtputf8=False)
+    holders = [f"member{index}@example.com" for index in range(5)]
+    everyone = [*holders[:2], "jörg@example.com", *holders[2:]]
+    directory = nm.InMemoryDirectory([nm.Person(email=address) for address in everyone])
+    settings_ = nm.EmailSettings(sender=SENDER, smtp=server.settings())
+    mailer = nm.Mailer(settings_, directory=directory, sleep=lambda seconds: None)
+
+    report = mailer.notify(nm.Notification(everyone, "Weekly", text="Numbers"))
+
+    assert sorted(report.accepted) == sorted(holders)
+    assert list(report.failed) == ["jörg@example.com"]
+    assert "SMTPUTF8" in str(report.failed["jörg@example.com"])
+    (received,) = server.handler.messages
+    assert sorted(received.recipients) == sorted(holders)
+    assert b"undisclosed-recipients:;" in received.content

@@ -9,6 +9,7 @@ server's records.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import logging
 import socket
 import time
@@ -302,3 +303,26 @@ def test_the_driver_paces_right_before_each_mail_from(driver):
     assert nm.AsyncTransport.paces_at_the_wire is False
     assert calls == [2, 2]
     assert paced_when_mail_arrived == [1, 2]
+
+
+def test_xoauth2_needs_no_password_in_the_settings(smtp_server, server_tls, client_tls):
+    handler = OAuth2Handler(tokens={"robot": TOKEN})
+    server = smtp_server(starttls=server_tls, users={"robot": PASSWORD}, handler=handler)
+    settings = dataclasses.replace(
+        server.settings(username="robot", password=PASSWORD), password=None
+    )
+    assert settings.password is None
+
+    nm.SmtpTransport(settings, ssl_context=client_tls, oauth2_token=lambda: TOKEN).send(
+        make_envelope()
+    )
+
+    assert [login.mechanism for login in handler.logins] == ["XOAUTH2"]
+    assert len(handler.messages) == 1
+
+
+def test_a_username_without_password_or_token_is_refused_by_the_transport():
+    settings = nm.SmtpSettings(host="smtp.example.com", username="robot")
+    with pytest.raises(nm.ConfigError, match=r"^password: a username needs a password") as raised:
+        nm.SmtpTransport(settings)
+    assert raised.value.field == "password"

@@ -166,7 +166,7 @@ class _PacedMemory(nm.MemoryTransport):
             self._overlap.leave()
 
 
-def _busiest_second(handed: list[tuple[float, int]]) -> int:
+def busiest_second(handed: list[tuple[float, int]]) -> int:
     """The most recipients handed over in any window [t, t + 1 s)."""
     handed = sorted(handed)
     busiest = total = start = 0
@@ -217,7 +217,7 @@ def test_the_throttle_holds_across_threads_sharing_one_mailer():
     handed_total = sum(count for _, count in transport.handed)
     assert all(report.ok for report in reports)
     assert handed_total == sum(len(report.accepted) for report in reports)
-    assert _busiest_second(transport.handed) == rate  # full windows, never more
+    assert busiest_second(transport.handed) == rate  # full windows, never more
     # Paced, not stalled: the whole run takes about as long as the rate demands.
     duration = max(t for t, _ in transport.handed)
     assert handed_total / rate - 1 <= duration <= handed_total / rate + 1

@@ -401,9 +401,10 @@ def test_throttle_waits_for_an_empty_window_for_a_batch_above_the_rate() -> None
     clock = FakeClock()
     throttle = Throttle(3)
 
-    def admit(recipients: int) -> None:
+    def admit(recipients: int) -> None:  # and hand over at once
         while (wait := throttle.reserve(recipients, clock)) > 0:
             clock.sleep(wait)
+        throttle.finish(recipients, clock)
 
     admit(1)
     admit(5)

@@ -12,7 +12,7 @@ import pytest
 
 import notifymail as nm
 from facades import memory_transport
-from notifymail.message import compose, compose_notification
+from notifymail._compose import compose, compose_notification
 from notifymail.policy import Batch
 
 SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme")
@@ -249,3 +249,22 @@ def test_an_envelope_refuses_addresses_that_would_break_an_smtp_command(address:
         nm.Envelope("ann@example.com", (address,), EmailMessage())
     with pytest.raises(nm.InvalidMessage):
         nm.Envelope(address, ("ann@example.com",), EmailMessage())
+
+
+def test_sent_attachments_read_back_files_and_inline_images() -> None:
+    logo = nm.Attachment("logo.png", b"\x89PNG\r\n\x1a\n", "image/png", content_id="<logo@acme>")
+    report = nm.Attachment("Résumé «final».csv", "a,b\n€,1\n".encode(), "text/csv")
+    binary = nm.Attachment("data.bin", bytes(range(256)), "application/octet-stream")
+    transport = nm.MemoryTransport()
+    transport.send(envelope(html='<img src="cid:logo@acme">', attachments=[logo, report, binary]))
+    (sent,) = transport.outbox
+    assert set(sent.attachments) == {logo, report, binary}
+    (inline,) = [a for a in sent.attachments if a.inline]
+    assert inline.content_id == "logo@acme"
+    assert sent.html == '<img src="cid:logo@acme">\n'
+
+
+def test_sent_attachments_is_empty_without_files() -> None:
+    transport = nm.MemoryTransport()
+    transport.send(envelope())
+    assert transport.outbox[0].attachments == ()

@@ -14,9 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import notifymail as nm
-from notifymail.message import compose, compose_notification, validate_recipients
+from notifymail._compose import compose, compose_notification
+from notifymail._readback import read_back
+from notifymail.message import validate_recipients
 from notifymail.policy import Batch
-from notifymail.transport.memory import read_back
 
 SENDER = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme Reports")
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256))
@@ -401,13 +402,7 @@ def test_notification_envelopes_share_one_body_and_parse_to_the_same_parts() -> 
     )
     envelopes = compose_notification(built, SENDER, batches)
     assert [e.recipients for e in envelopes] == [b.recipients for b in batches]
-    first_parts = envelopes[0].message.get_payload()
-    assert isinstance(first_parts, list)
-    for envelope in envelopes[1:]:
-        parts = envelope.message.get_payload()
-        assert isinstance(parts, list)
-        assert parts is not first_parts
-        assert all(a is b for a, b in zip(parts, first_parts, strict=True))
+    assert len({e.raw.split(b"\r\n\r\n", 1)[1] for e in envelopes}) == 1
     bodies = []
     for envelope in envelopes:
         parsed = parse(envelope)
@@ -478,7 +473,7 @@ def test_parsed_raw_with_policy_default_matches_envelope() -> None:
     assert parsed["MIME-Version"] == "1.0"
 
 
-# --- The body is serialised once ----------------------------------------------------------
+# --- The envelope is finished bytes ------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -498,11 +493,21 @@ def test_parsed_raw_with_policy_default_matches_envelope() -> None:
         ),
     ],
 )
-def test_raw_is_the_messages_own_serialisation(to: str, fields: dict[str, object]) -> None:
+def test_the_message_of_a_composed_envelope_is_its_bytes_read_back(
+    to: str, fields: dict[str, object]
+) -> None:
     sender = nm.SenderSettings(from_address="noreply@example.com", from_name="Ünï, Inc.")
-    envelope = compose(message(to=[to], headers={"X-Tag": "ü " * 60}, **fields), sender)
+    built = message(to=[to], headers={"X-Tag": "ü " * 60}, **fields)
+    envelope = compose(built, sender)
     wire = policy.SMTPUTF8 if envelope.needs_smtputf8 else policy.SMTP
-    assert envelope.raw == envelope.message.as_bytes(policy=wire)
+    parsed = email.message_from_bytes(envelope.raw, policy=wire)
+    assert envelope.message.items() == parsed.items()
+    assert envelope.message["X-Tag"] == "ü " * 60
+    assert envelope.message["From"].addresses[0].display_name == "Ünï, Inc."
+    assert [p.get_content_type() for p in envelope.message.walk()] == [
+        p.get_content_type() for p in parsed.walk()
+    ]
+    assert nm.Envelope.from_dict(envelope.to_dict()).raw == envelope.raw
 
 
 def test_a_retry_envelope_keeps_the_composed_bytes() -> None:
@@ -510,3 +515,65 @@ def test_a_retry_envelope_keeps_the_composed_bytes() -> None:
     retry = envelope.with_recipients(("bob@example.com",))
     assert retry.recipients == ("bob@example.com",)
     assert retry.raw == envelope.raw
+
+
+# --- Attachments: charset, and unpaired surrogates ------------------------------------
+
+
+def test_a_text_attachment_in_utf8_is_labelled_utf8() -> None:
+    csv = nm.Attachment("export.csv", "Name,Stadt\nJürgen,Köln\n".encode(), "text/csv")
+    assert csv.mimetype == "text/csv; charset=utf-8"
+    (part,) = parse(compose(message(attachments=[csv]), SENDER)).iter_attachments()
+    assert part.get_content_type() == "text/csv"
+    assert part.get_param("charset") == "utf-8"
+    assert part.get_content() == "Name,Stadt\nJürgen,Köln\n"
+    assert part.get_payload(decode=True) == csv.content
+
+
+@pytest.mark.parametrize(
+    ("mimetype", "stored"),
+    [
+        ("text/plain; charset=utf-8", "text/plain; charset=utf-8"),
+        ('Text/Plain;charset="ISO-8859-1"', "text/plain; charset=iso-8859-1"),
+        ("text/plain", "text/plain"),  # not UTF-8: no label rather than a wrong one
+        ("application/pdf", "application/pdf"),
+    ],
+)
+def test_a_charset_parameter_is_accepted_and_bytes_that_are_not_utf8_get_no_label(
+    mimetype: str, stored: str
+) -> None:
+    attachment = nm.Attachment("a.txt", b"caf\xe9", mimetype)
+    assert attachment.mimetype == stored
+    (part,) = parse(compose(message(attachments=[attachment]), SENDER)).iter_attachments()
+    assert part.get_param("charset") == (stored.partition("charset=")[2] or None)
+    assert part.get_payload(decode=True) == b"caf\xe9"
+
+
+@pytest.mark.parametrize(
+    "mimetype", ["application/pdf; charset=utf-8", "text/csv; header=present", "text/plain;"]
+)
+def test_other_mimetype_parameters_are_refused(mimetype: str) -> None:
+    with pytest.raises(nm.InvalidMessage, match="mimetype"):
+        nm.Attachment("a", b"x", mimetype)
+
+
+@pytest.mark.parametrize(
+    ("field", "build"),
+    [
+        ("subject", lambda: message(subject="a\ud800")),
+        ("text", lambda: message(text="a\udfff b")),
+        ("html", lambda: message(html="<p>\ud800</p>")),
+        ("filename", lambda: nm.Attachment("a\ud800.pdf", b"x", "application/pdf")),
+        ("X-Tag", lambda: message(headers={"X-Tag": "\udc80"})),
+        ("to", lambda: message(to=["a\ud800@example.com"])),
+    ],
+)
+def test_an_unpaired_surrogate_is_refused_when_the_message_is_made(field: str, build) -> None:
+    with pytest.raises(nm.InvalidMessage, match=field):
+        build()
+
+
+def test_an_unpaired_surrogate_in_the_from_name_is_refused_before_sending() -> None:
+    sender = nm.SenderSettings(from_address="noreply@example.com", from_name="Acme \ud800")
+    with pytest.raises(nm.InvalidMessage, match="From: from_name"):
+        compose(message(), sender)

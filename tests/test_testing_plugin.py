@@ -156,3 +156,38 @@ def test_importing_notifymail_imports_neither_pytest_nor_the_plugin() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.split() == ["False", "False"]
+
+
+def test_the_mailer_has_no_suppression_list_unless_the_host_gives_one(
+    mailer: nm.Mailer, notifymail_suppressions: nm.Suppressions | None
+) -> None:
+    assert notifymail_suppressions is None
+    assert mailer.suppressions is None
+
+
+def test_host_gives_the_mailer_a_suppression_list_in_its_conftest(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(
+        """
+        import pytest
+        import notifymail as nm
+
+        @pytest.fixture
+        def notifymail_suppressions():
+            return nm.InMemorySuppressions()
+        """
+    )
+    pytester.makepyfile(
+        test_host="""
+        import notifymail as nm
+
+        def test_an_unsubscribed_person_gets_no_alert(mailer, notifymail_suppressions, mail_outbox):
+            notifymail_suppressions.add("b@host.example", "unsubscribed")
+            report = mailer.notify(nm.Notification(["a@host.example", "b@host.example"], "Hi", text="x"))
+            assert report.suppressed == ("b@host.example",)
+            assert [sent.recipients for sent in mail_outbox] == [("a@host.example",)]
+        """
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)

@@ -8,7 +8,7 @@ from email.message import EmailMessage
 import pytest
 
 import notifymail as nm
-from notifymail.message import compose
+from notifymail._compose import compose
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com", from_name="Alerts")
 
@@ -105,3 +105,23 @@ def test_an_envelope_is_immutable() -> None:
     envelope = composed()
     with pytest.raises(AttributeError, match="immutable"):
         envelope.recipients = ("eve@example.com",)  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    "address", ["ann@\u0300example.com", "ann@ex\u200dample.com", "ann@" + "ü" * 70 + ".com"]
+)
+def test_an_envelope_with_a_domain_idna_cannot_write_is_refused_when_made(address: str) -> None:
+    with pytest.raises(nm.InvalidMessage, match="IDNA"):
+        nm.Envelope("alerts@example.com", [address], raw=b"Subject: x\r\n\r\nx\r\n")
+    with pytest.raises(nm.InvalidMessage, match="IDNA"):
+        nm.Envelope(address, ["ann@example.com"], raw=b"Subject: x\r\n\r\nx\r\n")
+
+
+def test_a_retry_envelope_of_a_composed_one_has_the_same_bytes() -> None:
+    envelope = composed()
+    again = envelope.with_recipients(["bob@example.com"])
+    assert again.raw == envelope.raw
+    assert again.message_id == envelope.message_id
+    assert again.recipients == ("bob@example.com",)
+    with pytest.raises(nm.InvalidMessage):
+        envelope.with_recipients(["bob@example.com\r\nRCPT TO:<x@evil.example>"])

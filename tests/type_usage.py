@@ -82,6 +82,15 @@ def mailer_usage(settings: nm.EmailSettings) -> tuple[nm.DeliveryReport, nm.Deli
                 headers={"List-Unsubscribe": "<https://example.com/u>"},
             )
         )
+        mailer.notify(
+            nm.Notification(
+                ["ann@example.com"],
+                "Weekly",
+                text="Numbers",
+                unsubscribe=lambda address: f"https://example.com/u?e={address}",
+                list_id="weekly.example.com",
+            )
+        )
         suggested: list[nm.Person] = mailer.suggest_recipients(nm.Person("ann@example.com"))
         mailer.check_recipients(suggested[0], ["bob@example.com"], existing=())
     return system, alert
@@ -100,7 +109,8 @@ def memory_usage() -> str | None:
     transport.refuse("bob@example.com", reply=nm.Reply(550, "5.1.1 No such user"))
     transport.fail_next(nm.TemporaryFailure("451 try later"), times=2)
     sent: list[nm.Sent] = transport.outbox
-    return sent[0].subject if sent else None
+    files: tuple[nm.Attachment, ...] = sent[0].attachments if sent else ()
+    return sent[0].subject if sent and not files else None
 
 
 def policy_usage(settings: nm.EmailSettings, actor: nm.Person) -> nm.EmailSettings:
@@ -118,6 +128,28 @@ def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
     with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
         transport.send_many([])
     return result.security
+
+
+def subscription_usage(path: str) -> tuple[str, str, bool]:
+    tokens = nm.UnsubscribeTokens(nm.Secret("a secret of at least 16 bytes"))
+    url: str = tokens.url("https://bi.example.com/unsubscribe", "ann@example.com", "alerts")
+    try:
+        recipient, list_id = tokens.verify(url.rpartition("token=")[2])
+    except nm.InvalidToken:
+        recipient, list_id = "", ""
+    memory: nm.Suppressions = nm.InMemorySuppressions()
+    memory.add(recipient, "unsubscribed")
+    with nm.SqliteSuppressions(path) as stored:
+        suppressions: nm.Suppressions = stored
+        suppressions.remove(recipient)
+        why: str | None = stored.reason(recipient)
+        assert why is None
+        settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="a@example.com"))
+        mailer = nm.Mailer(settings, transport=nm.MemoryTransport(), suppressions=stored)
+        report = mailer.notify(nm.Notification([recipient], "Alert", text="Hi"))
+        skipped: tuple[str, ...] = report.suppressed
+        assert nm.AsyncMailer(settings, transport=AsyncQueueTransport(), suppressions=stored)
+    return recipient, list_id, memory.is_suppressed(recipient) and not skipped
 
 
 class AsyncQueueTransport(nm.AsyncTransport):
@@ -147,6 +179,20 @@ async def async_mailer_usage(settings: nm.EmailSettings) -> list[nm.DeliveryRepo
     return reports
 
 
+class PooledTransport(QueueTransport):
+    """A transport that delivers several envelopes at once."""
+
+    @property
+    def concurrency(self) -> int:
+        return 4
+
+
+def concurrency_usage(transport: nm.Transport, async_transport: nm.AsyncTransport) -> int:
+    at_the_wire: bool = transport.paces_at_the_wire or async_transport.paces_at_the_wire
+    assert at_the_wire or PooledTransport().concurrency
+    return transport.concurrency + async_transport.concurrency
+
+
 async def async_memory_usage() -> list[nm.Sent]:
     transport = nm.AsyncMemoryTransport()
     transport.refuse("bob@example.com")
@@ -166,3 +212,19 @@ def celery_usage(app: Celery, settings: nm.EmailSettings, envelopes: list[nm.Env
     status: CeleryStatus = outbox.status(queued.key)
     outbox.close()
     return status.pending if queued.new else status.accepted + status.refused + status.failed
+
+
+def outbox_usage(settings: nm.EmailSettings, notification: nm.Notification) -> int:
+    with nm.SqliteOutbox("mail.db", max_lifetime=3600.0, lease=60.0) as outbox:
+        mailer = nm.Mailer(settings, outbox=outbox)
+        queued: nm.Queued = mailer.enqueue(notification, key="alert-1")
+        report: nm.DeliveryReport = mailer.deliver_queued(limit=100)
+        status: nm.OutboxStatus = outbox.status()
+        dead: list[nm.DeadMail] = outbox.dead()
+        retried: int = outbox.retry([mail.id for mail in dead])
+        worker = nm.OutboxWorker(mailer, poll_interval=0.5)
+        worker.start()
+        worker.stop()
+        store: nm.Outbox = outbox
+        assert store is outbox
+        return queued.envelopes + len(report.accepted) + status.dead + retried

@@ -17,6 +17,7 @@ from notifymail.errors import (
     DeliveryError,
     FeatureNotAvailable,
     InvalidMessage,
+    InvalidToken,
     NotifymailError,
     PermanentFailure,
     PermissionDenied,
@@ -49,13 +50,17 @@ from notifymail.settings import (
 if TYPE_CHECKING:
     from notifymail.mailer import AsyncMailer, DeliveryReport, Mailer
     from notifymail.message import Attachment, Message, Notification
+    from notifymail.outbox import DeadMail, Outbox, OutboxStatus, Queued, SqliteOutbox
+    from notifymail.suppressions import InMemorySuppressions, SqliteSuppressions, Suppressions
     from notifymail.transport.asyncsmtp import AsyncSmtpTransport
     from notifymail.transport.base import AsyncTransport, Transport
     from notifymail.transport.console import ConsoleTransport
     from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
     from notifymail.transport.smtp import SmtpTransport
+    from notifymail.unsubscribe import UnsubscribeTokens
     from notifymail.values import Delivery, Envelope, Reply
     from notifymail.verify import VerifyResult, verify_smtp
+    from notifymail.worker import OutboxWorker
 
 __version__ = "0.1.0"
 
@@ -71,17 +76,27 @@ _LAZY = {
     "AsyncTransport": "notifymail.transport.base",
     "Attachment": "notifymail.message",
     "ConsoleTransport": "notifymail.transport.console",
+    "DeadMail": "notifymail.outbox",
     "Delivery": "notifymail.values",
     "DeliveryReport": "notifymail.mailer",
     "Envelope": "notifymail.values",
+    "InMemorySuppressions": "notifymail.suppressions",
     "Mailer": "notifymail.mailer",
     "MemoryTransport": "notifymail.transport.memory",
     "Message": "notifymail.message",
     "Notification": "notifymail.message",
+    "Outbox": "notifymail.outbox",
+    "OutboxStatus": "notifymail.outbox",
+    "OutboxWorker": "notifymail.worker",
+    "Queued": "notifymail.outbox",
     "Reply": "notifymail.values",
     "Sent": "notifymail.transport.memory",
     "SmtpTransport": "notifymail.transport.smtp",
+    "SqliteOutbox": "notifymail.outbox",
+    "SqliteSuppressions": "notifymail.suppressions",
+    "Suppressions": "notifymail.suppressions",
     "Transport": "notifymail.transport.base",
+    "UnsubscribeTokens": "notifymail.unsubscribe",
     "VerifyResult": "notifymail.verify",
     "verify_smtp": "notifymail.verify",
 }
@@ -98,6 +113,7 @@ __all__ = [
     "ConfigError",
     "ConnectionFailed",
     "ConsoleTransport",
+    "DeadMail",
     "Delivery",
     "DeliveryError",
     "DeliveryReport",
@@ -110,17 +126,23 @@ __all__ = [
     "FeatureNotAvailable",
     "Hosting",
     "InMemoryDirectory",
+    "InMemorySuppressions",
     "InvalidMessage",
+    "InvalidToken",
     "Mailer",
     "ManagedService",
     "MemoryTransport",
     "Message",
     "Notification",
     "NotifymailError",
+    "Outbox",
+    "OutboxStatus",
+    "OutboxWorker",
     "PermanentFailure",
     "PermissionDenied",
     "Person",
     "Plan",
+    "Queued",
     "RecipientNotAllowed",
     "RecipientPolicy",
     "Reply",
@@ -131,10 +153,14 @@ __all__ = [
     "Sent",
     "SmtpSettings",
     "SmtpTransport",
+    "SqliteOutbox",
+    "SqliteSuppressions",
     "SuggestionMode",
+    "Suppressions",
     "TemporaryFailure",
     "TlsError",
     "Transport",
+    "UnsubscribeTokens",
     "VerifyResult",
     "apply_changes",
     "can_manage_email",

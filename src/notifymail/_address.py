@@ -23,6 +23,14 @@ def has_control_character(value: str) -> bool:
     return _CONTROL_CHARACTER.search(value) is not None
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def has_unpaired_surrogate(value: str) -> bool:
+    """Whether ``value`` holds a lone surrogate, which no encoding can write."""
+    return _SURROGATE.search(value) is not None
+
+
 # The common address, a dot-atom local part in ASCII at a domain email-validator has
 # already accepted, is normalised as email-validator would (the local part unchanged, the
 # domain as it normalised it) without validating it again: that costs 25-40 µs, and a
@@ -85,16 +93,19 @@ def normalize_address(address: str) -> str:
     if has_control_character(address):
         raise ValueError("an address cannot contain a line break or NUL")
     candidate = address.strip()
-    common = _common_normalized(candidate)
-    if common is not None:
-        return common
-    from email_validator import EmailNotValidError, validate_email
+    normalized = _common_normalized(candidate)
+    if normalized is None:
+        from email_validator import EmailNotValidError, validate_email
 
-    try:
-        validated = validate_email(candidate, check_deliverability=False)
-    except EmailNotValidError as error:
-        raise ValueError(str(error)) from None
-    return validated.normalized
+        try:
+            normalized = validate_email(candidate, check_deliverability=False).normalized
+        except EmailNotValidError as error:
+            raise ValueError(str(error)) from None
+    if "=?" in normalized.rpartition("@")[0]:
+        # Legal in SMTP, but mail readers decode it in a To or Cc header as an RFC 2047
+        # encoded word, which can hide a line break and a header of its own.
+        raise ValueError("the part before the @-sign cannot contain '=?' (an encoded word)")
+    return normalized
 
 
 def needs_smtputf8(address: str) -> bool:

@@ -23,8 +23,9 @@ from collections import deque
 from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from notifymail._address import address_key
 from notifymail.errors import DeliveryError
 from notifymail.values import Delivery, Envelope, Reply
 
@@ -37,12 +38,16 @@ __all__ = [
     "Dispatch",
     "HandOver",
     "Handed",
+    "Suppressions",
     "Tally",
     "Throttle",
     "hand_over",
+    "is_throttling",
     "log_summary",
+    "record_hard_bounces",
+    "says_throttling",
     "send_report",
-    "slows_down",
+    "split_suppressed",
 ]
 
 logger = logging.getLogger("notifymail.mailer")
@@ -52,7 +57,6 @@ _WINDOW = 1.0  # seconds: the throttle's window
 # of the window by a rounding error is simply asked to wait a microsecond more.
 _MIN_WAIT = 1e-6
 # A 4xx reply whose text says that the server is limiting the client.
-_THROTTLING = re.compile(r"throttl|rate.?limit|too many (?:connections|sessions)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,25 +64,28 @@ class DeliveryReport:
     """What happened to every recipient of a ``send`` or ``notify``.
 
     Each recipient is in exactly one of ``accepted``, ``refused`` (the server said no to
-    that recipient, with its last reply) and ``failed`` (never handed over: connection,
-    TLS, authentication, or retries exhausted). ``deliveries`` lists every envelope the
-    server took, retries included, in order.
+    that recipient, with its last reply), ``failed`` (never handed over: connection,
+    TLS, authentication, or retries exhausted) and ``suppressed`` (on the mailer's
+    suppression list, so never handed over; only a notification's recipients).
+    ``deliveries`` lists every envelope the server took, retries included, in order.
     """
 
     deliveries: tuple[Delivery, ...] = ()
     accepted: tuple[str, ...] = ()
     refused: Mapping[str, Reply] = field(default_factory=dict)
     failed: Mapping[str, DeliveryError] = field(default_factory=dict)
+    suppressed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deliveries", tuple(self.deliveries))
         object.__setattr__(self, "accepted", tuple(self.accepted))
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
         object.__setattr__(self, "failed", MappingProxyType(dict(self.failed)))
+        object.__setattr__(self, "suppressed", tuple(self.suppressed))
 
     @property
     def ok(self) -> bool:
-        """True when every recipient accepted the message."""
+        """True when no recipient was refused or failed; a suppressed one is no failure."""
         return not self.refused and not self.failed
 
 
@@ -159,10 +166,37 @@ def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
     )
 
 
-class Tally:
-    """A report being filled in as envelopes are handed over, from any thread or task."""
+_THROTTLING = re.compile(r"throttl|rate.?limit|too many|too fast|slow down", re.IGNORECASE)
 
-    def __init__(self) -> None:
+
+def is_throttling(reply: Reply) -> bool:
+    """A reply by which a server says it is being sent too much: 421 (closing), or a 4xx
+    whose enhanced status is 4.7.x or whose text says so.
+    """
+    if reply.code == 421:
+        return True
+    return reply.is_transient and (
+        reply.text.startswith("4.7.") or _THROTTLING.search(reply.text) is not None
+    )
+
+
+def says_throttling(outcome: Delivery | DeliveryError) -> bool:
+    """Whether a reply in ``outcome`` (the error's, or a recipient's) is throttling."""
+    if isinstance(outcome, DeliveryError):
+        replies = [outcome.reply, *outcome.refused.values()]
+    else:
+        replies = list(outcome.refused.values())
+    return any(reply is not None and is_throttling(reply) for reply in replies)
+
+
+class Tally:
+    """A report being filled in as envelopes are handed over, from any thread or task.
+
+    ``suppressed`` are the recipients left out before any hand-over.
+    """
+
+    def __init__(self, suppressed: Iterable[str] = ()) -> None:
+        self._suppressed = tuple(suppressed)
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._accepted: dict[str, None] = {}
@@ -185,18 +219,82 @@ class Tally:
                 accepted=tuple(self._accepted),
                 refused=self._refused,
                 failed=self._failed,
+                suppressed=self._suppressed,
             )
 
 
 def log_summary(envelopes: int, report: DeliveryReport) -> None:
     """One INFO line per ``notify``: what became of its recipients."""
     logger.info(
-        "notify: %d envelope(s), %d accepted, %d refused, %d failed",
+        "notify: %d envelope(s), %d accepted, %d refused, %d failed, %d suppressed",
         envelopes,
         len(report.accepted),
         len(report.refused),
         len(report.failed),
+        len(report.suppressed),
     )
+
+
+class Suppressions(Protocol):
+    """A suppression list: the addresses notifications are no longer sent to.
+
+    A [`Mailer`][notifymail.Mailer] given one asks ``is_suppressed`` for every recipient
+    of a notification before any is handed over, and calls ``add(address, "hard
+    bounce")`` when a server refuses an address with the enhanced status 5.1.1. An
+    implementation must compare addresses case-insensitively and may be called from
+    several threads.
+    """
+
+    def is_suppressed(self, address: str) -> bool: ...
+
+    def add(self, address: str, reason: str) -> None: ...
+
+    def remove(self, address: str) -> None: ...
+
+
+def split_suppressed(
+    recipients: Iterable[str], is_suppressed: Callable[[str], bool]
+) -> tuple[list[str], tuple[str, ...]]:
+    """``recipients`` (normalised) split into those to send to and those on the list.
+
+    Each address is asked about once (a list in a database is asked per address); a
+    suppressed address given twice is listed once, as first spelled.
+    """
+    verdicts: dict[str, bool] = {}
+    kept: list[str] = []
+    suppressed: list[str] = []
+    for address in recipients:
+        key = address_key(address)
+        known = verdicts.get(key)
+        if known is None:
+            known = verdicts[key] = is_suppressed(address)
+            if known:
+                suppressed.append(address)
+        if not known:
+            kept.append(address)
+    return kept, tuple(suppressed)
+
+
+# An enhanced status code (RFC 3463) opens the reply's text: class.subject.detail.
+_ENHANCED_STATUS = re.compile(r"\s*(\d\.\d{1,3}\.\d{1,3})(?!\S)")
+_NO_SUCH_USER = "5.1.1"  # RFC 3463: bad destination mailbox address
+
+
+def record_hard_bounces(handed: Handed, add: Callable[[str, str], object]) -> None:
+    """Add to the suppression list (``add``) every recipient a server refused for good as
+    having no such mailbox (5.1.1), with the reason ``"hard bounce"``.
+
+    A list that cannot be written is logged, not raised: the message has gone out, and
+    an error now would lose the report and invite the host to send it all again.
+    """
+    for address, reply in handed.refused.items():
+        status = _ENHANCED_STATUS.match(reply.text)
+        if not (reply.is_permanent and status is not None and status[1] == _NO_SUCH_USER):
+            continue
+        try:
+            add(address, "hard bounce")
+        except Exception as error:
+            logger.warning("could not add %s to the suppression list: %r", address, error)
 
 
 class Throttle:
@@ -205,29 +303,44 @@ class Throttle:
     It never sleeps: it answers how long to wait, and the caller waits that long (with a
     blocking sleep or an ``await``) before asking again, so one object serves both
     facades. It reads the caller's clock under its lock, so admissions are recorded in
-    the order of their times: a time read outside the lock could be overtaken by another
-    thread's later one and let a window overfill. Recipients count from the moment they
-    are admitted. A batch larger than ``rate`` is admitted alone, once the window is
-    empty, rather than never.
+    the order of their times.
+
+    A recipient counts from the moment it is admitted until one second after its
+    hand-over is over (`finish`). The server sees it somewhere in between, however
+    late the hand-over started or however long it took, so no one-second window at the
+    server holds more than ``rate``: a window counted from admission alone would let a
+    hand-over that was admitted early and reached the server late share a window with
+    the next second's admissions. A batch larger than ``rate`` is admitted alone, once
+    nothing else counts, rather than never.
     """
 
     def __init__(self, rate: int) -> None:
         self._rate = rate
         self._lock = threading.Lock()
-        self._admitted: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
-        self._in_window = 0
+        self._in_flight = 0  # admitted, hand-over not over
+        self._finished: deque[tuple[float, int]] = deque()  # (expiry time, recipients)
+        self._in_window = 0  # recipients in _finished
 
     def reserve(self, recipients: int, clock: Callable[[], float]) -> float:
         """Admit ``recipients`` now and return 0.0, or return the seconds to wait first."""
         with self._lock:
             now = clock()
-            while self._admitted and self._admitted[0][0] <= now:
-                self._in_window -= self._admitted.popleft()[1]
-            if not self._admitted or self._in_window + recipients <= self._rate:
-                self._admitted.append((now + _WINDOW, recipients))
-                self._in_window += recipients
+            while self._finished and self._finished[0][0] <= now:
+                self._in_window -= self._finished.popleft()[1]
+            counted = self._in_flight + self._in_window
+            if counted == 0 or counted + recipients <= self._rate:
+                self._in_flight += recipients
                 return 0.0
-            return max(self._admitted[0][0] - now, _MIN_WAIT)
+            # A hand-over still under way frees its room a second after it ends, at best.
+            soonest = self._finished[0][0] - now if self._finished else _WINDOW
+            return max(soonest, _MIN_WAIT)
+
+    def finish(self, recipients: int, clock: Callable[[], float]) -> None:
+        """The hand-over of ``recipients`` admitted earlier is over (done or failed)."""
+        with self._lock:
+            self._in_flight -= recipients
+            self._finished.append((clock() + _WINDOW, recipients))
+            self._in_window += recipients
 
 
 def send_report(handed: Handed) -> DeliveryReport:
@@ -239,41 +352,22 @@ def send_report(handed: Handed) -> DeliveryReport:
     return tally.report()
 
 
-def slows_down(outcome: Delivery | DeliveryError) -> bool:
-    """Whether the server asks for fewer connections: a 421, or a 4xx reply whose
-    enhanced status is 4.7.x or whose text says it is throttling."""
-    if isinstance(outcome, DeliveryError):
-        replies = [outcome.reply, *outcome.refused.values()]
-    else:
-        replies = [*outcome.refused.values()]
-    return any(
-        reply is not None
-        and (
-            reply.code == 421
-            or (
-                reply.is_transient
-                and (reply.text.startswith("4.7.") or bool(_THROTTLING.search(reply.text)))
-            )
-        )
-        for reply in replies
-    )
-
-
 class Dispatch:
     """A notification's envelopes, handed to the transport's connections as each can
-    take one, and what became of them (``tally``).
+    take one, and what became of them (``handed``, in the order each was done with).
 
     Every envelope is handed over by its own `hand_over` plan, so retries follow the
     retry policy and never reach a recipient that accepted. ``take`` gives a retry whose
     delay is over first, then a first attempt, in order; a caller that may wait (its
     connection is idle) is otherwise given the retry due first, with the time left
-    until it is due. ``workers`` callers take at once; after a reply that says the
-    server is throttling (`slows_down`) one fewer does, never fewer than one: the next
-    idle caller is given None and stops. Safe to share by threads and tasks.
+    until it is due. ``workers`` callers take at once; after each throttling reply
+    (`is_throttling`) one fewer does, never fewer than one, for the rest of the
+    notification: the next idle caller is given None and stops. Safe to share by
+    threads and tasks.
     """
 
     def __init__(self, envelopes: Iterable[Envelope], retry: RetryPolicy, *, workers: int) -> None:
-        self.tally = Tally()
+        self.handed: list[Handed] = []
         self._retry = retry
         self._fresh = deque(envelopes)
         self._ready: deque[tuple[HandOver, Envelope]] = deque()  # given back unsent
@@ -334,13 +428,13 @@ class Dispatch:
         """Record what became of an envelope ``take`` gave; schedule its retry, if any."""
         with self._lock:
             plan = self._in_flight.pop(id(envelope))
-            if slows_down(outcome) and self._limit > 1:
+            if self._limit > 1 and says_throttling(outcome):
                 self._limit -= 1
-                logger.debug("the server is throttling: %d connection(s) from now on", self._limit)
+                logger.info("server is throttling: %d envelope(s) at once", self._limit)
             try:
                 attempt = plan.send(outcome)
             except StopIteration as finished:
-                self.tally.add(finished.value)
+                self.handed.append(finished.value)
                 return
             due = now + attempt.wait
             heapq.heappush(

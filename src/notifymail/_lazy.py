@@ -1,8 +1,8 @@
 """Names a package exports but imports on first use.
 
-``import notifymail`` loads only the errors, the settings and the policy (and logging,
-for the ``notifymail`` logger's handler): the email package, smtplib and ssl, which the
-rest needs, cost more start-up time than all of notifymail's own code.
+``import notifymail`` loads only the errors, the settings and the policy: the email
+package, ssl and logging, which the rest needs, cost more start-up time than
+all of notifymail's own code.
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed for th
         "notifymail.celery needs Celery and Redis: pip install 'notifymail[celery]'"
     ) from error
 
-from notifymail._celery_standins import Queued, backoff
+from notifymail._queue import Queued, backoff
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.values import Delivery, Envelope
 

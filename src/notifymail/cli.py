@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from notifymail import __version__
 from notifymail.errors import ConfigError, DeliveryError, InvalidMessage
@@ -26,6 +27,9 @@ from notifymail.settings import EmailSettings, Secret, SmtpSettings
 from notifymail.transport.console import ConsoleTransport
 from notifymail.transport.smtp import SmtpTransport
 from notifymail.verify import verify_smtp
+
+if TYPE_CHECKING:
+    from notifymail.outbox import SqliteOutbox
 
 __all__ = ["main"]
 
@@ -94,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
 
     config = commands.add_parser("config", help="show the effective settings, password masked")
     config.set_defaults(command=_config)
+    _add_outbox_commands(commands)
     return parser
 
 
@@ -135,14 +140,7 @@ def _send_test(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
 def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     settings, _ = _load(environ, sends=False)
-    smtp = settings.active_smtp
-    if smtp is None:
-        raise ConfigError(
-            "MB_EMAIL_SMTP_HOST is not set; verify needs an SMTP server",
-            field="smtp.host",
-            env_var="MB_EMAIL_SMTP_HOST",
-        )
-    smtp = _with_timeout(smtp, args.timeout)
+    smtp = _with_timeout(_server(settings, "verify"), args.timeout)
     _note(f"connecting to {_describe(smtp)} to log in and quit; nothing is sent ...")
     result = verify_smtp(smtp, autocorrect=args.autocorrect)
     server = f"{smtp.host}:{smtp.effective_port}"
@@ -158,6 +156,18 @@ def _verify(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             f"set {_security_variable(settings)}={result.security.value}."
         )
     return 0
+
+
+def _server(settings: EmailSettings, command: str) -> SmtpSettings:
+    """The active SMTP server, which ``command`` cannot do without."""
+    smtp = settings.active_smtp
+    if smtp is None:
+        raise ConfigError(
+            f"MB_EMAIL_SMTP_HOST is not set; {command} needs an SMTP server",
+            field="smtp.host",
+            env_var="MB_EMAIL_SMTP_HOST",
+        )
+    return smtp
 
 
 def _with_timeout(smtp: SmtpSettings, timeout: float | None) -> SmtpSettings:
@@ -255,3 +265,163 @@ def _note(message: str) -> None:
 
 def _error(message: str) -> None:
     print(f"notifymail: {message}", file=sys.stderr)
+
+
+# --- the outbox: `worker` and `outbox status|dead|retry|purge` ------------------------
+
+_OUTBOX_VARIABLE = "NOTIFYMAIL_OUTBOX"
+
+
+def _add_outbox_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument(  # SUPPRESS: `outbox --outbox P status` and `outbox status --outbox P`
+        "--outbox",
+        metavar="PATH",
+        default=argparse.SUPPRESS,
+        help=f"the outbox file (default: ${_OUTBOX_VARIABLE})",
+    )
+
+    worker = commands.add_parser(
+        "worker",
+        parents=[where],
+        help="deliver the outbox's mail until interrupted (Ctrl-C, or SIGTERM)",
+    )
+    worker.add_argument(
+        "--poll-interval",
+        type=_seconds,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for mail while there is none (default: 1)",
+    )
+    worker.set_defaults(command=_worker)
+
+    outbox = commands.add_parser("outbox", parents=[where], help="inspect and manage the outbox")
+    actions = outbox.add_subparsers(title="actions", required=True, metavar="ACTION")
+    actions.add_parser(
+        "status", parents=[where], help="how many envelopes are in each state"
+    ).set_defaults(command=_outbox_status)
+    actions.add_parser(
+        "dead", parents=[where], help="list dead envelopes: id, key, enqueued, recipients, error"
+    ).set_defaults(command=_outbox_dead)
+    retry = actions.add_parser(
+        "retry", parents=[where], help="put dead envelopes back in the queue"
+    )
+    retry.add_argument("ids", nargs="+", metavar="ID", help="ids from `outbox dead`")
+    retry.set_defaults(command=_outbox_retry)
+    purge = actions.add_parser(
+        "purge", parents=[where], help="remove sent and dead envelopes finished long ago"
+    )
+    purge.add_argument(
+        "--older-than", type=_age, required=True, metavar="SECONDS", help="their age, in seconds"
+    )
+    purge.set_defaults(command=_outbox_purge)
+
+
+def _age(text: str) -> float:
+    """The ``--older-than`` argument: seconds, 0 or more."""
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds < math.inf:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds, 0 or more")
+    return seconds
+
+
+def _open_outbox(
+    args: argparse.Namespace, environ: Mapping[str, str], *, create: bool
+) -> SqliteOutbox:
+    """The outbox at ``--outbox`` or ``$NOTIFYMAIL_OUTBOX``; only the worker creates one."""
+    from notifymail.outbox import SqliteOutbox
+
+    given = getattr(args, "outbox", None)
+    path = given or environ.get(_OUTBOX_VARIABLE, "").strip()
+    variable = None if given else _OUTBOX_VARIABLE
+    if not path:
+        raise ConfigError(
+            f"{_OUTBOX_VARIABLE} is not set; give the outbox file with --outbox PATH or"
+            f" {_OUTBOX_VARIABLE}",
+            env_var=_OUTBOX_VARIABLE,
+        )
+    label = variable or "--outbox"
+    if not create and not os.path.exists(path):
+        raise ConfigError(f"{label}: {path}: no such outbox file", env_var=variable)
+    try:
+        return SqliteOutbox(path)
+    except ConfigError as error:
+        raise ConfigError(f"{label}: {error}", field=error.field, env_var=variable) from None
+
+
+def _worker(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    import logging
+    import signal
+    import threading
+
+    from notifymail.worker import OutboxWorker
+
+    settings = EmailSettings.from_env(environ)
+    smtp = _server(settings, "the worker")
+    with _open_outbox(args, environ, create=True) as outbox:
+        mailer = Mailer(settings, outbox=outbox)
+        _note(f"delivering {outbox.path} through {_describe(smtp)}; Ctrl-C or SIGTERM stops")
+        stop = threading.Event()
+
+        def stop_gracefully(signum: int, frame: object) -> None:
+            _note("SIGTERM: stopping after this batch")
+            stop.set()
+
+        progress = logging.StreamHandler(sys.stderr)
+        progress.setFormatter(logging.Formatter("notifymail worker: %(message)s"))
+        log = logging.getLogger("notifymail.worker")
+        log.addHandler(progress)
+        level = log.level
+        log.setLevel(logging.INFO)
+        previous = signal.signal(signal.SIGTERM, stop_gracefully)
+        try:
+            OutboxWorker(mailer, poll_interval=args.poll_interval).run(stop)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            log.removeHandler(progress)
+            log.setLevel(level)
+    return 0
+
+
+def _outbox_status(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    with _open_outbox(args, environ, create=False) as outbox:
+        status = outbox.status()
+    for item in dataclasses.fields(status):
+        print(f"{item.name}: {getattr(status, item.name)}")
+    return 0
+
+
+def _outbox_dead(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    from datetime import datetime, timezone
+
+    with _open_outbox(args, environ, create=False) as outbox:
+        dead = outbox.dead()
+    for mail in dead:
+        enqueued = datetime.fromtimestamp(mail.enqueued_at, timezone.utc).isoformat(
+            timespec="seconds"
+        )
+        recipients = ",".join(mail.recipients)
+        print(f"{mail.id}\t{mail.key}\t{enqueued}\t{recipients}\t{mail.last_error}")
+    if not dead:
+        _note("no dead mail")
+    return 0
+
+
+def _outbox_retry(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    with _open_outbox(args, environ, create=False) as outbox:
+        count = outbox.retry(args.ids)
+    print(f"{count} of {len(args.ids)} envelope(s) back in the queue")
+    if count < len(args.ids):
+        _error("the other ids are not dead envelopes (see `notifymail outbox dead`)")
+        return 1
+    return 0
+
+
+def _outbox_purge(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    with _open_outbox(args, environ, create=False) as outbox:
+        removed = outbox.purge(args.older_than)
+    print(f"removed {removed} envelope(s) finished more than {args.older_than:g} s ago")
+    return 0

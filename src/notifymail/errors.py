@@ -8,6 +8,7 @@
     ├── InvalidMessage(NotifymailError, ValueError)
     ├── PermissionDenied
     ├── RecipientNotAllowed                         .refused  (address -> reason)
+    ├── InvalidToken                                an unsubscribe token altered or not ours
     └── DeliveryError                               .reply, .retryable, .deliveries, .refused
         ├── ConnectionFailed        retryable
         ├── TlsError                not retryable
@@ -37,6 +38,7 @@ __all__ = [
     "DeliveryError",
     "FeatureNotAvailable",
     "InvalidMessage",
+    "InvalidToken",
     "NotifymailError",
     "PermanentFailure",
     "PermissionDenied",
@@ -103,6 +105,13 @@ class RecipientNotAllowed(NotifymailError):
     def __init__(self, message: str, *, refused: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.refused: Mapping[str, str] = MappingProxyType(dict(refused or {}))
+
+
+class InvalidToken(NotifymailError):
+    """An unsubscribe token that was altered, cut short, or made with another secret.
+
+    A host's unsubscribe endpoint answers it with an error page and unsubscribes nobody.
+    """
 
 
 class DeliveryError(NotifymailError):

@@ -1,6 +1,6 @@
-"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio twin
-[`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and hand over
-(transport), retrying and pacing the hand-over by the rules of the shared core
+"""The facades a host application talks to, [`Mailer`][notifymail.Mailer] and its asyncio
+twin [`AsyncMailer`][notifymail.AsyncMailer]: they decide (policy), compose (message) and
+hand over (transport), retrying and pacing the hand-over by the rules of the shared core
 (``_delivery``), and do nothing else themselves.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from importlib import import_module
 from types import TracebackType
@@ -16,18 +17,25 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from typing_extensions import Self
 
+from notifymail._compose import compose, compose_notification, notification_envelopes
 from notifymail._delivery import (
     Attempt,
     DeliveryReport,
     Dispatch,
     Handed,
+    Suppressions,
+    Tally,
     Throttle,
     hand_over,
     log_summary,
+    record_hard_bounces,
     send_report,
+    split_suppressed,
 )
+from notifymail._drain import Drain, StoreCall, advance, drain
+from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
-from notifymail.message import Message, Notification, compose, compose_notification
+from notifymail.message import Message, Notification
 from notifymail.policy import (
     Directory,
     InMemoryDirectory,
@@ -36,7 +44,7 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import AsyncTransport, Transport
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
@@ -48,24 +56,29 @@ __all__ = ["AsyncMailer", "DeliveryReport", "Mailer"]
 
 _T = TypeVar("_T", Transport, AsyncTransport)
 
-# An asyncio notify composes its envelopes this many batches at a time, yielding to the
-# event loop in between, so a notification to thousands never holds the loop for long.
+# An asyncio notify composes its envelopes this many at a time, yielding to the event
+# loop in between, so a notification to thousands never holds the loop for long.
 _COMPOSE_CHUNK = 200
 
 
 class _Facade(Generic[_T]):
-    """What both facades share: their settings, transport, directory, throttle, policy."""
+    """What both facades share: their settings, transport, directory, suppression list,
+    outbox, throttle and policy."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - private; both facades pass everything, in this order
         self,
         settings: EmailSettings,
         transport: _T,
         directory: Directory | None,
+        suppressions: Suppressions | None,
         clock: Callable[[], float],
+        outbox: Outbox | None,
     ) -> None:
         self.settings = settings
         self.transport: _T = transport
         self.directory: Directory = directory if directory is not None else InMemoryDirectory(())
+        self.suppressions = suppressions
+        self.outbox = outbox
         self._clock = clock
         rate = settings.delivery.max_recipients_per_second
         self._throttle = None if rate is None else Throttle(rate)
@@ -76,26 +89,75 @@ class _Facade(Generic[_T]):
     def check_recipients(
         self, creator: Person, recipients: Iterable[str], *, existing: Iterable[str] = ()
     ) -> None:
-        """[`notifymail.policy.check_recipients`][notifymail.check_recipients] with this mailer's
-        settings, directory."""
+        """[`check_recipients`][notifymail.check_recipients] with this mailer's settings and
+        directory."""
         check_recipients(creator, recipients, self.directory, self.settings, existing=existing)
 
     def suggest_recipients(
         self, viewer: Person, *, everyone_group: str | None = None
     ) -> list[Person]:
-        """[`notifymail.policy.suggest_recipients`][notifymail.suggest_recipients] with this
-        mailer's settings, directory."""
+        """[`suggest_recipients`][notifymail.suggest_recipients] with this mailer's settings
+        and directory."""
         return suggest_recipients(
             viewer, self.directory, self.settings, everyone_group=everyone_group
         )
 
-    def _batches(self, notification: Notification) -> list[Batch]:
-        return plan_delivery(notification.recipients, self.directory, self.settings)
+    def _without_suppressed(self, notification: Notification) -> tuple[list[str], tuple[str, ...]]:
+        """The recipients to send to, and those on the suppression list."""
+        if self.suppressions is None:
+            return list(notification.recipients), ()
+        return split_suppressed(notification.recipients, self.suppressions.is_suppressed)
+
+    def _batches(self, recipients: Iterable[str]) -> list[Batch]:
+        return plan_delivery(recipients, self.directory, self.settings)
+
+    def _record_hard_bounces(self, handed: Handed) -> None:
+        if self.suppressions is not None and handed.refused:
+            record_hard_bounces(handed, self.suppressions.add)
+
+    def _record_all_hard_bounces(self, handed: Iterable[Handed]) -> None:
+        for each in handed:
+            self._record_hard_bounces(each)
 
     def _dispatch(self, envelopes: Sequence[Envelope]) -> tuple[Dispatch, int]:
-        """The envelopes' dispatch, and how many workers hand them over at once."""
+        """The envelopes' dispatch, and how many workers hand them over at once: as many
+        as the transport's concurrency, and no more than there are envelopes."""
         workers = max(1, min(self.transport.concurrency, len(envelopes)))
         return Dispatch(envelopes, self.settings.delivery.retry, workers=workers), workers
+
+    def _enqueue(self, item: Message | Notification, key: str | None) -> Queued:
+        """Compose ``item`` and store its envelopes: ``enqueue``, blocking."""
+        outbox = self._outbox()
+        if isinstance(item, Message):
+            envelopes = [compose(item, self.settings.active_sender)]
+        elif isinstance(item, Notification):
+            recipients, _ = self._without_suppressed(item)  # never stored, never sent
+            batches = self._batches(recipients)
+            envelopes = compose_notification(item, self.settings.active_sender, batches)
+        else:
+            raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
+        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+
+    def _drain(self, limit: int | None) -> Drain:
+        """The plan of a ``deliver_queued`` (see `drain`)."""
+        queue = self._outbox()
+        if not isinstance(queue, DeliveryQueue):
+            raise ConfigError(
+                f"outbox: deliver_queued needs an outbox that workers claim from, such as"
+                f" SqliteOutbox; {type(queue).__name__} is delivered by its own workers",
+                field="outbox",
+            )
+        if limit is not None and limit < 0:
+            raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
+        return drain(queue, limit, None if self.suppressions is None else self.suppressions.add)
+
+    def _outbox(self) -> Outbox:
+        if self.outbox is None:
+            raise ConfigError(
+                "outbox: this mailer has no outbox; pass Mailer(..., outbox=SqliteOutbox(path))",
+                field="outbox",
+            )
+        return self.outbox
 
 
 class Mailer(_Facade[Transport]):
@@ -103,7 +165,11 @@ class Mailer(_Facade[Transport]):
 
     Without ``transport`` it builds an SMTP transport for ``settings.active_smtp``.
     ``directory`` tells account holders from outsiders (empty by default: everyone is an
-    outsider). ``clock`` and ``sleep`` pace retries and the throttle; tests inject fakes.
+    outsider). With ``suppressions``, a notification is never handed to an address on that
+    list, and addresses a server refuses as unknown (5.1.1) are added to it; system mail
+    (``send``) neither reads nor writes it. ``clock`` and ``sleep`` pace retries and the
+    throttle; tests inject fakes. ``outbox`` (a [`SqliteOutbox`][notifymail.SqliteOutbox],
+    say) is where `enqueue` keeps mail for `deliver_queued` to deliver.
     Use it as a context manager to keep one connection for every send inside the block.
     A mailer may be shared by threads; the ``max_recipients_per_second`` throttle then
     holds across all of them.
@@ -115,15 +181,17 @@ class Mailer(_Facade[Transport]):
         *,
         transport: Transport | None = None,
         directory: Directory | None = None,
+        suppressions: Suppressions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], object] = time.sleep,
+        outbox: Outbox | None = None,
     ) -> None:
         if transport is None:
             smtp = _active_smtp(settings)
             from notifymail.transport.smtp import SmtpTransport
 
             transport = SmtpTransport(smtp)
-        super().__init__(settings, transport, directory, clock)
+        super().__init__(settings, transport, directory, suppressions, clock, outbox)
         self._sleep = sleep
 
     def __enter__(self) -> Self:
@@ -152,21 +220,61 @@ class Mailer(_Facade[Transport]):
     def notify(self, notification: Notification) -> DeliveryReport:
         """Send an alert or subscription to its recipients, batched by the delivery policy.
 
-        The body is composed once. Each envelope waits for the throttle, and retryable
-        errors and 4xx recipient refusals are retried by the retry policy, never to a
-        recipient that already accepted. Never raises [`DeliveryError`][notifymail.DeliveryError]:
-        what failed is in the report. An invalid address or header raises
-        [`InvalidMessage`][notifymail.InvalidMessage] before anything is sent.
+        Recipients on the suppression list are left out before any is handed over (the
+        report's ``suppressed``). The body is composed once. Each envelope waits for the
+        throttle, and retryable errors and 4xx recipient refusals are retried by the
+        retry policy, never to a recipient that already accepted. Never raises
+        [`DeliveryError`][notifymail.DeliveryError]: what failed is in the report. An
+        invalid address or header raises [`InvalidMessage`][notifymail.InvalidMessage]
+        before anything is sent.
         """
-        batches = self._batches(notification)
+        recipients, suppressed = self._without_suppressed(notification)
+        batches = self._batches(recipients)
         envelopes = compose_notification(notification, self.settings.active_sender, batches)
-        dispatch, workers = self._dispatch(envelopes)
-        feed = _Feed(dispatch, self._throttle, self._clock, self._sleep)
-        with self:  # the connections serve every envelope, even outside the host's block
-            _in_threads(lambda: self.transport._send_feed(feed), workers)
-        report = dispatch.tally.report()
+        with self:  # one connection for every envelope, even outside the host's block
+            report = self._hand_over_all(envelopes, suppressed)
         log_summary(len(envelopes), report)
         return report
+
+    def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose ``item`` and store its envelopes in the outbox, for a worker to deliver.
+
+        The delivery policy and composition run here, so an invalid item raises
+        [`InvalidMessage`][notifymail.InvalidMessage] and stores nothing. Every envelope is
+        stored, or none. A ``key`` enqueued before stores nothing and returns the first
+        record with ``new=False``, so a host's retried request never sends twice; without
+        a key, a fresh unique one is made.
+        """
+        return self._enqueue(item, key)
+
+    def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver envelopes that are due in the outbox, at most ``limit`` of them.
+
+        Each envelope is claimed under a lease (no other worker gets it), tried once
+        through this mailer's transport and throttle, and its outcome committed before
+        the next envelope is sent: one at a time, whatever the transport's concurrency.
+        The outbox decides what comes next: accepted and 5xx-refused recipients are done,
+        retryable failures wait by its backoff, and recipients past ``max_lifetime`` are
+        dead. While the server is unreachable (no connection, or 421) the rest of the
+        batch is deferred unsent, as Postfix does.
+
+        Returns what happened in this call: ``accepted``, ``refused`` (final) and
+        ``failed`` (dead); recipients deferred for a later attempt are in none of them.
+        """
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
+        with self:  # one connection for the whole call
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = self._attempt(step.envelope)
+                    else:
+                        answer = step.call()
+                except BaseException as raised:
+                    error = raised
+        return step
 
     def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
@@ -176,9 +284,8 @@ class Mailer(_Facade[Transport]):
         """Check the active SMTP server (connect, TLS, login, quit) without sending.
 
         The check goes through the mailer's transport when it has a server to check
-        ([`Transport.probe`][notifymail.transport.base.Transport.probe]), so a private CA
-        or an OAuth2 token given to it counts here too; otherwise through an SMTP
-        transport for the settings.
+        ([`probe`][notifymail.transport.base.Transport.probe]), so a private CA or an OAuth2 token
+        given to it counts here too; otherwise through an SMTP transport for the settings.
         """
         from notifymail.verify import verify_smtp, verify_transport
 
@@ -187,6 +294,17 @@ class Mailer(_Facade[Transport]):
             raise _no_server()
         result = verify_transport(self.transport, smtp, autocorrect=autocorrect)
         return verify_smtp(smtp, autocorrect=autocorrect) if result is None else result
+
+    def _hand_over_all(
+        self, envelopes: list[Envelope], suppressed: tuple[str, ...]
+    ) -> DeliveryReport:
+        """Hand envelopes over through the transport's connections, as many at once as
+        its concurrency, each in a thread of its own taking the next envelope it can."""
+        dispatch, workers = self._dispatch(envelopes)
+        feed = _Feed(dispatch, self._throttle, self._clock, self._sleep)
+        _in_threads(lambda: self.transport._send_feed(feed), workers)
+        self._record_all_hard_bounces(dispatch.handed)
+        return _report(dispatch.handed, suppressed)
 
     def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
@@ -207,26 +325,31 @@ class Mailer(_Facade[Transport]):
         Returns the transport's [`DeliveryError`][notifymail.DeliveryError] instead of raising it.
         Outside a ``with`` block of the mailer, the transport opens and closes around it.
         """
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                self._sleep(wait)
+        pacer = (
+            None if self._throttle is None else _Pacer(self._throttle, self._clock, self._sleep)
+        )
+        token = PACER.set(pacer)
         try:
             return self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
 
 
 class AsyncMailer(_Facade[AsyncTransport]):
-    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition, report,
-    retries, throttle and errors, awaited, never blocking the event loop.
+    """The asyncio twin of [`Mailer`][notifymail.Mailer]: the same policy, composition,
+    report, retries, throttle and errors, awaited, never blocking the event loop.
 
     Without ``transport`` it builds an ``AsyncSmtpTransport`` for ``settings.active_smtp``.
     ``sleep`` is awaited for retries and the throttle. Creating one needs no running event
     loop. Use it with ``async with`` to keep one connection for every send inside the
     block; tasks may share it, and the throttle holds across all of them.
     ``check_recipients`` and ``suggest_recipients`` are the same plain methods as on
-    [`Mailer`][notifymail.Mailer].
+    [`Mailer`][notifymail.Mailer]. With an ``outbox``, ``await enqueue(...)`` and
+    ``await deliver_queued(...)`` work as on ``Mailer``, the outbox's calls in a thread.
     """
 
     def __init__(
@@ -235,15 +358,17 @@ class AsyncMailer(_Facade[AsyncTransport]):
         *,
         transport: AsyncTransport | None = None,
         directory: Directory | None = None,
+        suppressions: Suppressions | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        outbox: Outbox | None = None,
     ) -> None:
         if transport is None:
             smtp = _active_smtp(settings)
             # The asyncio SMTP driver, imported only by the mailers that need it.
             driver = import_module("notifymail.transport.asyncsmtp").AsyncSmtpTransport
             transport = cast(AsyncTransport, driver(smtp))
-        super().__init__(settings, transport, directory, clock)
+        super().__init__(settings, transport, directory, suppressions, clock, outbox)
         self._sleep = sleep
 
     async def __aenter__(self) -> Self:
@@ -260,28 +385,51 @@ class AsyncMailer(_Facade[AsyncTransport]):
         await self.transport.__aexit__(exc_type, exc, traceback)
 
     async def send(self, message: Message) -> DeliveryReport:
-        """Send system mail as one envelope, as [`Mailer.send`][notifymail.mailer.Mailer.send]
-        does."""
+        """Send system mail as one envelope, as [`send`][notifymail.mailer.Mailer.send] does."""
         envelope = compose(message, self.settings.active_sender)
         async with self:  # one connection for the retries too
             return send_report(await self._hand_over(envelope))
 
     async def notify(self, notification: Notification) -> DeliveryReport:
         """Send an alert or subscription to its recipients, as
-        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does."""
-        batches = self._batches(notification)
+        [`Mailer.notify`][notifymail.mailer.Mailer.notify] does; the suppression list is
+        read and written in a worker thread, off the event loop."""
+        recipients, suppressed = await asyncio.to_thread(self._without_suppressed, notification)
+        batches = self._batches(recipients)
         envelopes: list[Envelope] = []
-        for start in range(0, len(batches), _COMPOSE_CHUNK):
-            chunk = batches[start : start + _COMPOSE_CHUNK]
-            envelopes += compose_notification(notification, self.settings.active_sender, chunk)
-            await asyncio.sleep(0)
-        dispatch, workers = self._dispatch(envelopes)
-        feed = _AsyncFeed(dispatch, self._throttle, self._clock, self._sleep)
-        async with self:  # the connections serve every envelope, even outside the host's block
-            await _in_tasks([self.transport._send_feed(feed) for _ in range(workers)])
-        report = dispatch.tally.report()
+        sender = self.settings.active_sender
+        for envelope in notification_envelopes(notification, sender, batches):
+            envelopes.append(envelope)
+            if len(envelopes) % _COMPOSE_CHUNK == 0:
+                await asyncio.sleep(0)
+        async with self:  # one connection for every envelope, even outside the host's block
+            report = await self._hand_over_all(envelopes, suppressed)
         log_summary(len(envelopes), report)
         return report
+
+    async def enqueue(self, item: Message | Notification, *, key: str | None = None) -> Queued:
+        """Compose and store ``item``, as [`Mailer.enqueue`][notifymail.mailer.Mailer.enqueue]
+        does; composition and the outbox's transaction run in a thread, off the loop."""
+        return await asyncio.to_thread(self._enqueue, item, key)
+
+    async def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
+        """Deliver what is due in the outbox, as
+        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does; the
+        outbox's calls run in a thread, the attempts on the loop."""
+        plan = self._drain(limit)
+        answer: object = None
+        error: BaseException | None = None
+        async with self:  # one connection for the whole call
+            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                answer, error = None, None
+                try:
+                    if isinstance(step, Attempt):
+                        answer = await self._attempt(step.envelope)
+                    else:
+                        answer = await _in_thread(step)
+                except BaseException as raised:
+                    error = raised
+        return step
 
     async def send_test_email(self, to: str) -> DeliveryReport:
         """Send a short message to ``to`` saying that email is set up."""
@@ -307,6 +455,19 @@ class AsyncMailer(_Facade[AsyncTransport]):
             ssl_context=context if isinstance(context, ssl.SSLContext) else None,
         )
 
+    async def _hand_over_all(
+        self, envelopes: list[Envelope], suppressed: tuple[str, ...]
+    ) -> DeliveryReport:
+        """Hand envelopes over as [`Mailer`][notifymail.Mailer] does, in tasks; the
+        suppression list is written in a worker thread, off the event loop."""
+        dispatch, workers = self._dispatch(envelopes)
+        feed = _AsyncFeed(dispatch, self._throttle, self._clock, self._sleep)
+        await _in_tasks([self.transport._send_feed(feed) for _ in range(workers)])
+        bounced = [handed for handed in dispatch.handed if handed.refused]
+        if bounced and self.suppressions is not None:
+            await asyncio.to_thread(self._record_all_hard_bounces, bounced)
+        return _report(dispatch.handed, suppressed)
+
     async def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
         plan = hand_over(envelope, self.settings.delivery.retry)
@@ -322,19 +483,76 @@ class AsyncMailer(_Facade[AsyncTransport]):
 
     async def _attempt(self, envelope: Envelope) -> Delivery | DeliveryError:
         """Hand ``envelope`` to the transport once, as `Mailer._attempt` does."""
-        if self._throttle is not None:
-            recipients = len(envelope.recipients)
-            while (wait := self._throttle.reserve(recipients, self._clock)) > 0:
-                await self._sleep(wait)
+        pacer = (
+            None
+            if self._throttle is None
+            else _AsyncPacer(self._throttle, self._clock, self._sleep)
+        )
+        token = ASYNC_PACER.set(pacer)
         try:
             return await self.transport.send(envelope)
         except DeliveryError as error:
             return error
+        finally:
+            ASYNC_PACER.reset(token)
+            if pacer is not None:
+                pacer.finish()
+
+
+class _Reservations:
+    """One attempt's view of its mailer's throttle: what it admitted, to finish after."""
+
+    def __init__(self, throttle: Throttle, clock: Callable[[], float]) -> None:
+        self._throttle = throttle
+        self._clock = clock
+        self._admitted = 0
+
+    def reserve(self, recipients: int) -> float:
+        wait = self._throttle.reserve(recipients, self._clock)
+        if not wait:
+            self._admitted += recipients
+        return wait
+
+    def finish(self) -> None:
+        if self._admitted:
+            self._throttle.finish(self._admitted, self._clock)
+            self._admitted = 0
+
+
+class _Pacer(_Reservations):
+    """The `Pacer` a ``Mailer`` installs for one attempt."""
+
+    def __init__(
+        self, throttle: Throttle, clock: Callable[[], float], sleep: Callable[[float], object]
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    def wait(self, seconds: float) -> None:
+        self._sleep(seconds)
+
+
+class _AsyncPacer(_Reservations):
+    """The asyncio pacer an ``AsyncMailer`` installs for one attempt."""
+
+    def __init__(
+        self,
+        throttle: Throttle,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(throttle, clock)
+        self._sleep = sleep
+
+    async def wait(self, seconds: float) -> None:
+        await self._sleep(seconds)
 
 
 class _FeedBase:
     """A notification's `Dispatch` as the transport sees it: envelopes to take, outcomes
-    to report; the throttle admits an envelope's recipients right before it goes out."""
+    to report. The throttle admits an envelope's recipients when its connection takes it,
+    right before its MAIL FROM is written, and counts them until a second after it is
+    done with (`Throttle.finish`)."""
 
     def __init__(
         self, dispatch: Dispatch, throttle: Throttle | None, clock: Callable[[], float]
@@ -356,6 +574,11 @@ class _FeedBase:
         if (envelope := self._dispatch.peek()) is not None:
             envelope.raw  # noqa: B018 - serialised once, cached on the envelope
 
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        if self._throttle is not None:
+            self._throttle.finish(len(envelope.recipients), self._clock)
+        self._dispatch.done(envelope, outcome, self._clock())
+
     def _take(self) -> Attempt | None:
         return self._dispatch.take(self._clock(), ready_only=False)
 
@@ -364,9 +587,6 @@ class _FeedBase:
         if self._throttle is None:
             return 0.0
         return self._throttle.reserve(len(envelope.recipients), self._clock)
-
-    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
-        self._dispatch.done(envelope, outcome, self._clock())
 
 
 class _Feed(_FeedBase):
@@ -417,6 +637,14 @@ class _AsyncFeed(_FeedBase):
         return attempt.envelope
 
 
+def _report(handed: Iterable[Handed], suppressed: tuple[str, ...]) -> DeliveryReport:
+    """The report of a notification: what became of each envelope, and who was left out."""
+    tally = Tally(suppressed)
+    for each in handed:
+        tally.add(each)
+    return tally.report()
+
+
 def _in_threads(work: Callable[[], None], count: int) -> None:
     """Run ``work`` in ``count`` threads at once (this one among them); raise the first
     exception any of them raised."""
@@ -441,17 +669,28 @@ def _in_threads(work: Callable[[], None], count: int) -> None:
 
 
 async def _in_tasks(work: list[Coroutine[Any, Any, None]]) -> None:
-    """Await ``work`` in tasks at once; at the first exception, cancel the rest, raise it."""
+    """Await ``work`` in tasks at once; at the first exception, or a cancellation, cancel
+    the rest and raise it."""
     if len(work) == 1:
         await work[0]
         return
     tasks = [asyncio.ensure_future(coroutine) for coroutine in work]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _in_thread(step: StoreCall) -> object:
+    """Run an outbox call in a thread; a cancelled caller still waits for it to end, so
+    that the outbox is never used by two calls at once behind the plan's back."""
+    call = asyncio.ensure_future(asyncio.to_thread(step.call))
+    try:
+        return await asyncio.shield(call)
+    except asyncio.CancelledError:
+        await asyncio.wait([call])
         raise
 
 

@@ -23,8 +23,8 @@ A driver owns the connection and does this::
     on any OSError while connecting, reading, writing or wrapping (a timeout too):
         client.connection_failed(error)       # next_event() is then Failed
 
-After ``Ready``, ``SmtpClient.mail`` starts a transaction (``Delivered`` or
-``Failed``) and ``SmtpClient.quit`` ends the session (``Closed``). On ``Failed``, a
+After ``Ready``, `SmtpClient.mail` starts a transaction (``Delivered`` or
+``Failed``) and `SmtpClient.quit` ends the session (``Closed``). On ``Failed``, a
 client whose ``state`` is ``CLOSED`` must have its connection closed; otherwise the
 connection is back in step and may carry the next envelope.
 
@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import ssl
 import time
 from collections import deque
@@ -95,8 +94,6 @@ MAX_REPLY_TEXT: Final = 512  # characters of a reply kept in a Reply, and so in 
 # buffers hold, so client and server never both wait to write (RFC 2920 3.1).
 PIPELINE_WINDOW: Final = 100
 
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-_LEADING_DOT = re.compile(rb"^\.", re.MULTILINE)
 _END_OF_DATA = b".\r\n"
 _MASK = "**********"
 # TLS handshake failures that mean the other end answered in plain text.
@@ -218,12 +215,15 @@ def printable(text: str) -> str:
 def _dot_stuffed(raw: bytes) -> bytes:
     """``raw`` with CRLF line ends, a leading dot doubled, and a final CRLF (RFC 5321 4.5.2)."""
     data = raw
-    # Counting is much cheaper than a substitution that finds nothing to change, the
-    # common case for an Envelope's raw bytes.
+    # Counting is much cheaper than rewriting what has nothing to change, the common case
+    # for an Envelope's raw bytes. bytes.replace, unlike a regular expression
+    # substitution, keeps no object per line: a body of "." lines cost 70 times its size.
     if not data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"):
-        data = _LINE_END.sub(b"\r\n", data)
-    if data.startswith(b".") or b"\n." in data:
-        data = _LEADING_DOT.sub(b"..", data)
+        data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
+    if b"\n." in data:
+        data = data.replace(b"\n.", b"\n..")
+    if data.startswith(b"."):
+        data = b"." + data
     return data if data.endswith(b"\r\n") else data + b"\r\n"
 
 
@@ -256,6 +256,11 @@ def check_options(
                 "username: XOAUTH2 (oauth2_token) needs the account's username",
                 field="username",
             )
+    elif smtp.username is not None and smtp.password is None:
+        raise ConfigError(
+            "password: a username needs a password, or an oauth2_token given to the transport",
+            field="password",
+        )
 
 
 def error_for(
@@ -273,7 +278,7 @@ def error_for(
 
     ``failure`` is the server's [`Reply`][notifymail.Reply], or what the I/O raised: a timeout
     (``TimeoutError``), a reset (``OSError``), a TLS or certificate error, ``EOFError``
-    when the server closed the connection, or a ``RemoteProtocolError``.
+    when the server closed the connection, or a `RemoteProtocolError`.
     ``greeted`` says whether the server had greeted (a timeout before that is a
     connection failure, after it a temporary one); ``action`` names what was refused
     (``"MAIL FROM:<a@example.com>"``); ``refused`` is set when every recipient was.
@@ -379,7 +384,7 @@ class SmtpClient:
     ``smtp`` gives the server name (for messages), the security mode, the credentials
     and the timeout, which bounds each reply (the greeting and each command's) as a
     deadline on ``clock``. ``local_hostname`` is the EHLO name (by default the address
-    literal of the connection's local end, given to ``connected``).
+    literal of the connection's local end, given to `connected`).
     ``oauth2_token`` makes AUTH XOAUTH2 with ``smtp.username`` and the token it returns.
     ``logger`` receives the warnings about plaintext; drivers pass their own.
     """
@@ -450,7 +455,7 @@ class SmtpClient:
 
     @property
     def has_data_to_send(self) -> bool:
-        """Whether ``data_to_send`` has bytes to write."""
+        """Whether `data_to_send` has bytes to write."""
         return bool(self._outgoing)
 
     def data_to_send(self) -> bytes:

@@ -3,7 +3,6 @@ transports and the unsubscribe tokens all hold one."""
 
 from __future__ import annotations
 
-import hmac
 from typing import Final, final
 
 __all__ = ["Secret"]
@@ -47,6 +46,8 @@ class Secret:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Secret):
             return NotImplemented
+        import hmac  # here: it loads OpenSSL's hashes, too slow for `import notifymail`
+
         return hmac.compare_digest(self._value.encode(), other._value.encode())
 
     def __hash__(self) -> int:

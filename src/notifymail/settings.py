@@ -82,7 +82,7 @@ class SmtpSettings(Validated):
     security: Security = Security.NONE
     """none, ssl, tls, starttls (case-insensitive); see [Security modes](security-modes.md)"""
     username: str | None = None
-    """set together with `password`, or neither"""
+    """needed with `password`; alone, the transport logs in with an OAuth2 token (XOAUTH2)"""
     password: Secret | None = None
     """a `str` is wrapped in a `Secret`"""
     timeout: float = 10.0
@@ -121,9 +121,8 @@ class SmtpSettings(Validated):
         if port is not None:
             check.integer(label("port"), port, 1, 65535, "a port number (1-65535)")
         username = check.optional_text(label("username"), values["username"])
-        if (username is None) != (password is None):
-            missing = "password" if password is None else "username"
-            raise label(missing).error("username and password are set together or not at all")
+        if username is None and password is not None:
+            raise label("username").error("a password needs a username")
         return {
             "host": host,
             "port": port,
@@ -157,12 +156,13 @@ class SmtpSettings(Validated):
     @classmethod
     def gmail(cls, username: str, password: Secret | str) -> Self:
         """Gmail or Google Workspace: smtp.gmail.com, SSL on 465, an app password."""
-        return cls(
-            host="smtp.gmail.com",
-            port=465,
-            security=Security.SSL,
+        return cls._preset(
+            "smtp.gmail.com",
+            465,
+            Security.SSL,
             username=username,
             password=password,
+            field="password",
         )
 
     @classmethod
@@ -172,24 +172,38 @@ class SmtpSettings(Validated):
         region = check.text(label, region).strip().lower()
         if not region.replace("-", "").isalnum():
             raise label.error(f"{check.shown(region)} is not an AWS region name")
-        return cls(
-            host=f"email-smtp.{region}.amazonaws.com",
-            port=587,
-            security=Security.STARTTLS,
-            username=username,
-            password=password,
+        host = f"email-smtp.{region}.amazonaws.com"
+        return cls._preset(
+            host, 587, Security.STARTTLS, username=username, password=password, field="password"
         )
 
     @classmethod
     def mandrill(cls, username: str, api_key: Secret | str) -> Self:
         """Mandrill (Mailchimp Transactional): STARTTLS on 587, an API key as password."""
-        return cls(
-            host="smtp.mandrillapp.com",
-            port=587,
-            security=Security.STARTTLS,
+        return cls._preset(
+            "smtp.mandrillapp.com",
+            587,
+            Security.STARTTLS,
             username=username,
             password=api_key,
+            field="api_key",
         )
+
+    @classmethod
+    def _preset(
+        cls,
+        host: str,
+        port: int,
+        security: Security,
+        *,
+        username: str,
+        password: Secret | str,
+        field: str,
+    ) -> Self:
+        """A provider's server; these providers need a password (or key) with the username."""
+        if not password:
+            raise field_label(field).error("is required for this provider")
+        return cls(host=host, port=port, security=security, username=username, password=password)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -2,13 +2,15 @@
 
 Registered through the ``pytest11`` entry point, it gives every test a fresh
 ``mail_outbox`` and a ``mailer`` (and an ``async_mailer`` for asyncio code) wired to it;
-no test ever monkeypatches smtplib. Override ``notifymail_settings`` or
-``notifymail_directory`` in a host's ``conftest.py`` to test with its own settings and
-people. Both mailers run on a fake clock, so retries and the throttle cost a test no
-real time.
+no test ever monkeypatches smtplib. Override ``notifymail_settings``,
+``notifymail_directory`` or ``notifymail_suppressions`` in a host's ``conftest.py`` to
+test with its own settings, people and suppression list. Both mailers run on a fake
+clock, so retries and the throttle cost a test no real time.
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -16,6 +18,9 @@ from notifymail.mailer import AsyncMailer, Mailer
 from notifymail.policy import Directory, InMemoryDirectory
 from notifymail.settings import EmailSettings, SenderSettings
 from notifymail.transport.memory import AsyncMemoryTransport, MemoryTransport, Sent
+
+if TYPE_CHECKING:
+    from notifymail.suppressions import Suppressions
 
 __all__ = [
     "async_mail_transport",
@@ -25,6 +30,7 @@ __all__ = [
     "mailer",
     "notifymail_directory",
     "notifymail_settings",
+    "notifymail_suppressions",
 ]
 
 
@@ -57,6 +63,12 @@ def notifymail_directory() -> Directory:
 
 
 @pytest.fixture
+def notifymail_suppressions() -> Suppressions | None:
+    """The mailers' suppression list: none; return an ``InMemorySuppressions`` to test one."""
+    return None
+
+
+@pytest.fixture
 def mail_transport() -> MemoryTransport:
     """A fresh [`MemoryTransport`][notifymail.MemoryTransport]; script failures with ``fail_next``
     and ``refuse``."""
@@ -74,6 +86,7 @@ def mail_outbox(mail_transport: MemoryTransport) -> list[Sent]:
 def mailer(
     notifymail_settings: EmailSettings,
     notifymail_directory: Directory,
+    notifymail_suppressions: Suppressions | None,
     mail_transport: MemoryTransport,
 ) -> Mailer:
     """A [`Mailer`][notifymail.Mailer] on ``mail_transport``, with retries and throttling on a fake
@@ -83,6 +96,7 @@ def mailer(
         notifymail_settings,
         transport=mail_transport,
         directory=notifymail_directory,
+        suppressions=notifymail_suppressions,
         clock=clock,
         sleep=clock.sleep,
     )
@@ -101,6 +115,7 @@ def async_mail_transport(mail_outbox: list[Sent]) -> AsyncMemoryTransport:
 def async_mailer(
     notifymail_settings: EmailSettings,
     notifymail_directory: Directory,
+    notifymail_suppressions: Suppressions | None,
     async_mail_transport: AsyncMemoryTransport,
 ) -> AsyncMailer:
     """An [`AsyncMailer`][notifymail.AsyncMailer] on ``async_mail_transport``, on a fake clock.
@@ -112,6 +127,7 @@ def async_mailer(
         notifymail_settings,
         transport=async_mail_transport,
         directory=notifymail_directory,
+        suppressions=notifymail_suppressions,
         clock=clock,
         sleep=clock.asleep,
     )

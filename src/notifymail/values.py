@@ -23,18 +23,34 @@ if TYPE_CHECKING:
 __all__ = ["Delivery", "Envelope", "Reply"]
 
 _BREAKS_A_COMMAND = re.compile(r"[\s<>\x00-\x1f\x7f]|^$")
-_LINE_END = re.compile(rb"\r\n|\r|\n")
 _MESSAGE_ID = re.compile(
     rb"^message-id:[ \t]*(.*?)[ \t]*\r\n(?![ \t])", re.IGNORECASE | re.M | re.S
 )
 _FORMAT_VERSION = 1
 
 
+def _check_address(address: object) -> None:
+    """Refuse what would end an SMTP command early, add parameters to it, or could not be
+    written in IDNA A-labels on the wire."""
+    if not isinstance(address, str) or _BREAKS_A_COMMAND.search(address):
+        raise InvalidMessage(f"envelope: {address!r} cannot go in MAIL FROM or RCPT TO")
+    domain = address.rpartition("@")[2]
+    if not domain.isascii():
+        try:
+            ascii_domain(domain)
+        except ValueError as error:
+            raise InvalidMessage(
+                f"envelope: {address!r} has an invalid domain (no IDNA A-labels): {error}"
+            ) from None
+
+
 def _crlf(raw: bytes) -> bytes:
-    # Counting is much cheaper than a substitution that finds nothing to change.
+    """``raw`` with every line end (CR LF, CR or LF) made CR LF."""
+    # Counting is much cheaper than rewriting what has nothing to change; and unlike a
+    # regular expression substitution, bytes.replace keeps no object per line.
     if raw.count(b"\r") == raw.count(b"\n") == raw.count(b"\r\n"):
         return raw
-    return _LINE_END.sub(b"\r\n", raw)
+    return raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n").replace(b"\n", b"\r\n")
 
 
 class Envelope:
@@ -47,13 +63,14 @@ class Envelope:
     says that an address only the headers hold (a ``Reply-To``) needs SMTPUTF8.
     """
 
-    __slots__ = ("_message", "_raw", "recipients", "sender", "smtputf8")
+    __slots__ = ("_message", "_raw", "_tail", "recipients", "sender", "smtputf8")
 
     sender: str
     recipients: tuple[str, ...]
     smtputf8: bool
     _message: EmailMessage | None
     _raw: bytes | None
+    _tail: bytes  # bytes after _raw that other envelopes share: see _composed
 
     def __init__(
         self,
@@ -70,16 +87,7 @@ class Envelope:
         if not recipients:
             raise ValueError("an Envelope needs at least one recipient")
         for address in (sender, *recipients):
-            # What would end an SMTP command early or add parameters to it.
-            if not isinstance(address, str) or _BREAKS_A_COMMAND.search(address):
-                raise InvalidMessage(f"envelope: {address!r} cannot go in MAIL FROM or RCPT TO")
-            domain = address.rpartition("@")[2]
-            if not domain.isascii():  # it goes on the wire in A-labels: they must exist
-                try:
-                    ascii_domain(domain)
-                except ValueError as error:
-                    reason = f"envelope: {address!r} has an invalid domain: {error}"
-                    raise InvalidMessage(reason) from None
+            _check_address(address)
         if (message is None) == (raw is None):
             raise TypeError("an Envelope needs exactly one of message and raw")
         if raw is not None:
@@ -92,6 +100,32 @@ class Envelope:
         set_(self, "smtputf8", bool(smtputf8))
         set_(self, "_message", message)
         set_(self, "_raw", raw)
+        set_(self, "_tail", b"")
+
+    @classmethod
+    def _composed(
+        cls,
+        sender: str,
+        recipients: tuple[str, ...],
+        head: bytes,
+        tail: bytes,
+        *,
+        smtputf8: bool,
+    ) -> Envelope:
+        """Composition's envelope: the bytes ``head + tail``, both finished, where ``tail``
+        (the body) is one object shared by every envelope of a notification, so that
+        20,000 envelopes hold one body. Composition has validated the addresses and
+        written CRLF line ends, so nothing is checked again here.
+        """
+        envelope = cls.__new__(cls)
+        set_ = object.__setattr__
+        set_(envelope, "sender", sender)
+        set_(envelope, "recipients", recipients)
+        set_(envelope, "smtputf8", smtputf8)
+        set_(envelope, "_message", None)
+        set_(envelope, "_raw", head)
+        set_(envelope, "_tail", tail)
+        return envelope
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Envelope is immutable: cannot set {name!r}")
@@ -131,7 +165,8 @@ class Envelope:
         if raw is None:
             raw = self._serialise()
             object.__setattr__(self, "_raw", raw)
-        return raw
+        # Joined on each use rather than kept: the body stays shared between envelopes.
+        return raw + self._tail if self._tail else raw
 
     @property
     def message(self) -> EmailMessage:
@@ -153,12 +188,22 @@ class Envelope:
         message = self._message
         if message is not None:
             return str(message.get("Message-ID", ""))
-        head = self.raw.partition(b"\r\n\r\n")[0] + b"\r\n"
+        head = self._raw if self._tail else self.raw.partition(b"\r\n\r\n")[0] + b"\r\n"
+        assert head is not None  # noqa: S101 - an envelope without a message has bytes
         match = _MESSAGE_ID.search(head)
         return "" if match is None else " ".join(match[1].decode("ascii", "replace").split())
 
     def with_recipients(self, recipients: Iterable[str]) -> Envelope:
         """The same bytes from the same sender, for ``recipients`` (a retry to some of them)."""
+        if self._tail and self._raw is not None:
+            recipients = tuple(recipients)
+            if not recipients:
+                raise ValueError("an Envelope needs at least one recipient")
+            for address in recipients:
+                _check_address(address)
+            return Envelope._composed(
+                self.sender, recipients, self._raw, self._tail, smtputf8=self.needs_smtputf8
+            )
         return Envelope(self.sender, recipients, raw=self.raw, smtputf8=self.needs_smtputf8)
 
     def to_dict(self) -> dict[str, object]:

@@ -111,8 +111,9 @@ def verify_transport(
     transport: Transport, smtp: SmtpSettings, *, autocorrect: bool = False
 ) -> VerifyResult | None:
     """[`verify_smtp`][notifymail.verify_smtp] through ``transport``'s
-    [`probe`][notifymail.transport.base.Transport.probe] (its TLS context, its OAuth2 token), in
-    ``smtp``'s security mode; None when the transport has nothing to check."""
+    [`probe`][notifymail.transport.base.Transport.probe]
+    (its TLS context, its OAuth2 token), in ``smtp``'s security mode; None when the
+    transport has nothing to check."""
     failures = []
     for mode in _modes(smtp.security, autocorrect):
         try:

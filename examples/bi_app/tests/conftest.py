@@ -41,28 +41,51 @@ def notifymail_directory() -> nm.Directory:
 
 
 @pytest.fixture
+def notifymail_suppressions() -> nm.Suppressions:
+    return nm.InMemorySuppressions()
+
+
+@pytest.fixture
 def app(mailer: nm.Mailer) -> BiApp:
-    return BiApp(mailer, base_url="https://bi.acme.example", token_factory=lambda: "token-1")
+    return BiApp(
+        mailer,
+        base_url="https://bi.acme.example",
+        token_factory=lambda: "token-1",
+        unsubscribe_tokens=nm.UnsubscribeTokens("the bi app's test secret"),
+    )
 
 
 @pytest.fixture
 def call(app: BiApp) -> Call:
-    """Call the application as a WSGI server would; returns (status, decoded JSON)."""
+    """Call the application as a WSGI server would; returns (status, decoded JSON, or the
+    HTML page as text). ``body`` and ``content_type`` send a body other than ``form``."""
 
-    def request(method: str, path: str, form: dict[str, str] | None = None) -> tuple[str, Any]:
-        body = urlencode(form or {}).encode()
+    def request(
+        method: str,
+        path: str,
+        form: dict[str, str] | None = None,
+        *,
+        body: bytes | None = None,
+        content_type: str = "application/x-www-form-urlencoded",
+    ) -> tuple[str, Any]:
+        if body is None:
+            body = urlencode(form or {}).encode()
         path, _, query = path.partition("?")
         environ: dict[str, Any] = {
             "REQUEST_METHOD": method,
             "PATH_INFO": path,
             "QUERY_STRING": query,
-            "CONTENT_TYPE": "application/x-www-form-urlencoded",
+            "CONTENT_TYPE": content_type,
             "CONTENT_LENGTH": str(len(body)),
             "wsgi.input": BytesIO(body),
         }
         setup_testing_defaults(environ)
-        answers: list[str] = []
-        chunks = app(environ, lambda status, headers: answers.append(status))  # type: ignore[arg-type]
-        return answers[0], json.loads(b"".join(chunks))
+        answers: list[tuple[str, dict[str, str]]] = []
+        chunks = app(environ, lambda status, headers: answers.append((status, dict(headers))))  # type: ignore[arg-type]
+        status, headers = answers[0]
+        payload = b"".join(chunks)
+        if headers["Content-Type"] == "application/json":
+            return status, json.loads(payload)
+        return status, payload.decode()
 
     return request

@@ -318,7 +318,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
     @override
     async def _deliver_feed(self, feed: AsyncFeed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
-        async with self._serial():
+        async with self._slot():
             await self._stream(feed, logged=True)
 
     async def _stream(self, feed: AsyncFeed, *, logged: bool) -> None:

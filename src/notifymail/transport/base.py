@@ -1,24 +1,25 @@
 """The abstract transports, [`Transport`][notifymail.Transport] and its asyncio twin
-[`AsyncTransport`][notifymail.AsyncTransport], whose subclasses implement one method, ``deliver``.
+[`AsyncTransport`][notifymail.AsyncTransport], whose subclasses implement one method,
+``deliver``.
 
 Both bases share the bookkeeping that is not I/O (when to open, when to close, what to
 log); only the calls that wait differ. The values they pass (``Envelope``, ``Reply``,
 ``Delivery``) live in ``notifymail.values``; they are re-exported here for transport
 authors.
 
-A mailer hands a notification's envelopes over through a feed (``Feed``,
-``AsyncFeed``): a transport takes the next envelope when it can send it and reports
-each outcome, so a transport that keeps several connections, or pipelines one message
-behind another, decides when; the base takes them one at a time through ``deliver``.
+A mailer hands a notification's envelopes over through a feed (`Feed`, `AsyncFeed`):
+a transport takes the next envelope when it can send it and reports each outcome, so a
+transport that keeps several connections, or pipelines one message behind another,
+decides when; the base takes them one at a time through ``deliver``.
 """
 
 from __future__ import annotations
 
 import abc
-import contextlib
 import logging
 import threading
 from collections.abc import Iterable
+from contextvars import ContextVar
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
@@ -37,8 +38,32 @@ __all__ = ["AsyncTransport", "Delivery", "Envelope", "Reply", "Transport"]
 logger = logging.getLogger("notifymail.transport")
 
 
+class Pacer(Protocol):
+    """A mailer's throttle as a transport sees it, for the envelope being sent now."""
+
+    def reserve(self, recipients: int) -> float:
+        """Count ``recipients`` from now and return 0.0, or return the seconds to wait."""
+
+    def wait(self, seconds: float) -> None:
+        """Wait before asking again (the mailer's own sleep)."""
+
+
+class AsyncPacer(Protocol):
+    """`Pacer` for asyncio transports: the wait is awaited."""
+
+    def reserve(self, recipients: int) -> float:
+        """Count ``recipients`` from now and return 0.0, or return the seconds to wait."""
+
+    async def wait(self, seconds: float) -> None:
+        """Wait before asking again (the mailer's own sleep)."""
+
+
 class Feed(Protocol):
-    """Envelopes for a transport to send as it can take them, and where outcomes go."""
+    """Envelopes for a transport to send as it can take them, and where outcomes go.
+
+    The feed paces them by the mailer's throttle itself: a recipient counts from when
+    ``ready`` or ``next`` hands its envelope out, right before its MAIL FROM is written.
+    """
 
     def ready(self) -> Envelope | None:
         """An envelope to send at once, if one is ready; never waits. A connection with
@@ -57,28 +82,37 @@ class Feed(Protocol):
 
 
 class AsyncFeed(Protocol):
-    """``Feed`` for asyncio transports: ``next`` is awaited."""
+    """`Feed` for asyncio transports: ``next`` is awaited."""
 
     def ready(self) -> Envelope | None:
-        """As ``Feed.ready``."""
+        """As `Feed.ready`."""
 
     async def next(self) -> Envelope | None:
-        """As ``Feed.next``, waiting without blocking the event loop."""
+        """As `Feed.next`, waiting without blocking the event loop."""
 
     def prepare(self) -> None:
-        """As ``Feed.prepare``."""
+        """As `Feed.prepare`."""
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         """What became of an envelope ``ready`` or ``next`` handed out."""
 
 
-class _Lifecycle:
-    """What both bases share: when to open and close (see [`Transport`][notifymail.Transport]), the
-    logs."""
+# The throttle of the mailer whose send is under way in this thread or task, installed by
+# the mailer around each hand-over: a transport shared by mailers paces each one's sends
+# by that mailer's own throttle, and the pool's threads and tasks all see it.
+PACER: ContextVar[Pacer | None] = ContextVar("notifymail_pacer", default=None)
+ASYNC_PACER: ContextVar[AsyncPacer | None] = ContextVar("notifymail_async_pacer", default=None)
 
+
+class _Lifecycle:
+    """What both bases share: when to open and close (see
+    [`Transport`][notifymail.Transport]), how many envelopes at once, where the throttle is
+    counted, and the logs.
+    """
+
+    #: True for a driver that calls ``_pace`` (or ``_apace``) itself, right before it
+    #: writes MAIL FROM; otherwise the base paces just before handing the envelope over.
     paces_at_the_wire: ClassVar[bool] = False
-    """Whether the transport calls ``_pace`` (``_apace``) right before it hands an
-    envelope's recipients to the server (SMTP: before MAIL FROM is written)."""
 
     _open_count: int  # with blocks entered and not yet left, across threads or tasks
     _is_open: bool  # open() has run and close() has not
@@ -93,10 +127,9 @@ class _Lifecycle:
 
     @property
     def concurrency(self) -> int:
-        """How many envelopes the transport delivers at once (1 here: one at a time).
+        """How many envelopes this transport delivers at once (1 unless a subclass says so).
 
-        A transport that says more makes ``deliver`` safe to run that many times at
-        once, from threads or tasks, and the base no longer serialises its callers.
+        With more than one, ``deliver`` may run in that many threads (or tasks) at once.
         """
         return 1
 
@@ -133,18 +166,24 @@ class Transport(_Lifecycle, abc.ABC):
     The base provides the rest: [`send`][notifymail.transport.base.Transport.send],
     [`send_many`][notifymail.transport.base.Transport.send_many], the context manager,
     logging, and a lock so that a transport shared by threads delivers one envelope at
-    a time. ``open`` and ``close`` do nothing unless overridden. ``open`` runs before
-    the first envelope, not on entering a ``with`` block, so a server that is down
-    fails the send (which a mailer retries), never the ``with`` statement; once open,
-    the transport stays open until the outermost block ends and ``close`` runs. Outside
-    a ``with`` block each ``send`` and ``send_many`` call opens and closes around itself.
+    a time (`concurrency` at a time, when a subclass raises it). ``open`` and
+    ``close`` do nothing unless overridden. ``open`` runs before the first envelope, not
+    on entering a ``with`` block, so a server that is down fails the send (which a
+    mailer retries), never the ``with`` statement; once open, the transport stays open
+    until the outermost block ends and ``close`` runs. Outside a ``with`` block each
+    ``send`` and ``send_many`` call opens and closes around itself.
+
+    The sending mailer's throttle is counted just before ``deliver`` runs, in its turn,
+    or, for a driver whose `paces_at_the_wire` is True, wherever it calls `_pace`.
     """
 
-    _lock: threading.RLock
+    _lock: threading.RLock  # open, close and the count of blocks
+    _slots: threading.BoundedSemaphore | None  # deliveries under way: concurrency at most
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         instance = super().__new__(cls, *args, **kwargs)
         instance._lock = threading.RLock()
+        instance._slots = None
         return instance
 
     @abc.abstractmethod
@@ -173,13 +212,22 @@ class Transport(_Lifecycle, abc.ABC):
         """
         return False
 
-    def _pace(self, recipients: int) -> None:
-        """Wait, if need be, before ``recipients`` more go to the server (a no-op here)."""
-
     def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
-        with self._serial(), self:
-            return self._deliver_logged(envelope)
+        pacer = None if self.paces_at_the_wire else PACER.get()
+        with self:
+            if pacer is None:
+                with self._slot():
+                    return self._deliver_logged(envelope)
+            # Counted in its turn, right before deliver; waiting happens outside the turn,
+            # so a sender held back by the throttle never holds the transport from others.
+            recipients = len(envelope.recipients)
+            while True:
+                with self._slot():
+                    wait = pacer.reserve(recipients)
+                    if not wait:
+                        return self._deliver_logged(envelope)
+                pacer.wait(wait)
 
     def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
         """Deliver envelopes in order, over one connection where the transport has one.
@@ -188,8 +236,10 @@ class Transport(_Lifecycle, abc.ABC):
         ``deliveries`` then holds the deliveries made before it.
         """
         deliveries: list[Delivery] = []
-        with self._serial(), self:
+        with self, self._slot():
             for envelope in envelopes:
+                if not self.paces_at_the_wire:
+                    self._pace(len(envelope.recipients))
                 try:
                     deliveries.append(self._deliver_logged(envelope))
                 except DeliveryError as error:
@@ -219,30 +269,41 @@ class Transport(_Lifecycle, abc.ABC):
             self._deliver_feed(feed)
 
     def _deliver_feed(self, feed: Feed) -> None:
-        """One envelope at a time through ``deliver``, serialised as ``send`` is (the
-        feed's waits are not); a transport that pipelines overrides it."""
+        """One envelope at a time through ``deliver``, each in its turn as ``send`` takes
+        it (the feed's waits are outside it); a transport that pipelines overrides it."""
         while (envelope := feed.next()) is not None:
             try:
-                with self._serial():
+                with self._slot():
                     outcome: Delivery | DeliveryError = self._deliver_logged(envelope)
             except DeliveryError as error:
                 outcome = error
             feed.done(envelope, outcome)
 
-    def _serial(self) -> contextlib.AbstractContextManager[object]:
-        """The lock that keeps callers to one at a time, unless ``concurrency`` is more."""
-        return self._lock if self.concurrency == 1 else contextlib.nullcontext()
+    def _pace(self, recipients: int) -> None:
+        """Wait until ``recipients`` more fit the sending mailer's throttle, if it has one.
 
-    def _ensure_open(self) -> None:
-        if not self._is_open:
+        A driver whose `paces_at_the_wire` is True calls it right before it writes
+        MAIL FROM, so the throttle counts what the server sees.
+        """
+        pacer = PACER.get()
+        if pacer is not None:
+            while wait := pacer.reserve(recipients):
+                pacer.wait(wait)
+
+    def _slot(self) -> threading.BoundedSemaphore:
+        if self._slots is None:
             with self._lock:
-                if not self._is_open:
-                    self.open()
-                    self._is_open = True
+                if self._slots is None:
+                    self._slots = threading.BoundedSemaphore(self.concurrency)
+        return self._slots
 
     def _deliver_logged(self, envelope: Envelope) -> Delivery:
         try:
-            self._ensure_open()
+            if not self._is_open:
+                with self._lock:
+                    if not self._is_open:
+                        self.open()
+                        self._is_open = True
             delivery = self.deliver(envelope)
         except DeliveryError as error:
             self._log_failure(envelope, error)
@@ -252,24 +313,23 @@ class Transport(_Lifecycle, abc.ABC):
 
 
 class AsyncTransport(_Lifecycle, abc.ABC):
-    """Hands envelopes to a mail system from asyncio code; implement
-    [`deliver`][notifymail.transport.base.AsyncTransport.deliver].
+    """Hands envelopes to a mail system from asyncio code; implement `deliver`.
 
-    The twin of [`Transport`][notifymail.Transport], with the same rules:
-    [`send`][notifymail.transport.base.AsyncTransport.send],
-    [`send_many`][notifymail.transport.base.AsyncTransport.send_many] (same contract),
-    ``async with``, logging, lazy [`open`][notifymail.transport.base.AsyncTransport.open]
-    before the first envelope and
-    [`close`][notifymail.transport.base.AsyncTransport.close] when the outermost block ends.
-    Tasks sharing one transport deliver one envelope at a time. Creating one needs no
-    running event loop.
+    The twin of [`Transport`][notifymail.Transport], with the same rules: `send`, `send_many`
+    (same contract), ``async with``, logging, lazy `open` before the first envelope
+    and `close` when the outermost block ends, `concurrency` envelopes at a
+    time (one unless a subclass raises it), and the throttle counted just before
+    ``deliver`` or wherever a driver that paces at the wire awaits `_apace`.
+    Creating one needs no running event loop.
     """
 
-    _alock: asyncio.Lock | None
+    _alock: asyncio.Lock | None  # open and close; made on first use, inside the loop
+    _aslots: asyncio.Semaphore | None  # deliveries under way: concurrency at most
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Self:
         instance = super().__new__(cls, *args, **kwargs)
-        instance._alock = None  # made on first use, inside the event loop
+        instance._alock = None
+        instance._aslots = None
         return instance
 
     @abc.abstractmethod
@@ -282,23 +342,31 @@ class AsyncTransport(_Lifecycle, abc.ABC):
         """Prepare for delivery (connect, log in). Awaited before the first envelope."""
 
     async def close(self) -> None:
-        """Release what [`open`][notifymail.transport.base.AsyncTransport.open] took. Awaited once,
-        when the outermost block ends."""
-
-    async def _apace(self, recipients: int) -> None:
-        """Wait, if need be, before ``recipients`` more go to the server (a no-op here)."""
+        """Release what `open` took. Awaited once, when the outermost block ends."""
 
     async def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
-        async with self, self._serial():
-            return await self._deliver_logged(envelope)
+        pacer = None if self.paces_at_the_wire else ASYNC_PACER.get()
+        async with self:
+            if pacer is None:
+                async with self._slot():
+                    return await self._deliver_logged(envelope)
+            recipients = len(envelope.recipients)  # counted in its turn, as Transport.send
+            while True:
+                async with self._slot():
+                    wait = pacer.reserve(recipients)
+                    if not wait:
+                        return await self._deliver_logged(envelope)
+                await pacer.wait(wait)
 
     async def send_many(self, envelopes: Iterable[Envelope]) -> list[Delivery]:
         """Deliver envelopes in order, as
         [`Transport.send_many`][notifymail.transport.base.Transport.send_many] does."""
         deliveries: list[Delivery] = []
-        async with self, self._serial():
+        async with self, self._slot():
             for envelope in envelopes:
+                if not self.paces_at_the_wire:
+                    await self._apace(len(envelope.recipients))
                 try:
                     deliveries.append(await self._deliver_logged(envelope))
                 except DeliveryError as error:
@@ -323,6 +391,29 @@ class AsyncTransport(_Lifecycle, abc.ABC):
                 if self._closing():
                     await self.close()
 
+    async def _send_feed(self, feed: AsyncFeed) -> None:
+        """Deliver what ``feed`` hands out until it has nothing more for this caller."""
+        async with self:
+            await self._deliver_feed(feed)
+
+    async def _deliver_feed(self, feed: AsyncFeed) -> None:
+        """One envelope at a time through ``deliver``, each in its turn as ``send`` takes
+        it (the feed's waits are outside it); a transport that pipelines overrides it."""
+        while (envelope := await feed.next()) is not None:
+            try:
+                async with self._slot():
+                    outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
+            except DeliveryError as error:
+                outcome = error
+            feed.done(envelope, outcome)
+
+    async def _apace(self, recipients: int) -> None:
+        """Wait until ``recipients`` more fit the sending mailer's throttle, as ``_pace``."""
+        pacer = ASYNC_PACER.get()
+        if pacer is not None:
+            while wait := pacer.reserve(recipients):
+                await pacer.wait(wait)
+
     def _lock(self) -> asyncio.Lock:
         if self._alock is None:
             import asyncio
@@ -330,38 +421,20 @@ class AsyncTransport(_Lifecycle, abc.ABC):
             self._alock = asyncio.Lock()
         return self._alock
 
-    async def _send_feed(self, feed: AsyncFeed) -> None:
-        """Deliver what ``feed`` hands out until it has nothing more for this caller."""
-        async with self:
-            await self._deliver_feed(feed)
+    def _slot(self) -> asyncio.Semaphore:
+        if self._aslots is None:
+            import asyncio
 
-    async def _deliver_feed(self, feed: AsyncFeed) -> None:
-        """One envelope at a time through ``deliver``, serialised as ``send`` is (the
-        feed's waits are not); a transport that pipelines overrides it."""
-        while (envelope := await feed.next()) is not None:
-            try:
-                async with self._serial():
-                    outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
-            except DeliveryError as error:
-                outcome = error
-            feed.done(envelope, outcome)
-
-    def _serial(self) -> contextlib.AbstractAsyncContextManager[object]:
-        """The lock that keeps tasks to one at a time, unless ``concurrency`` is more."""
-        return self._lock() if self.concurrency == 1 else contextlib.nullcontext()
-
-    async def _ensure_open(self) -> None:
-        if self._is_open:
-            return
-        # One at a time already, or under the lock that __aexit__ closes under.
-        async with contextlib.nullcontext() if self.concurrency == 1 else self._lock():
-            if not self._is_open:
-                await self.open()
-                self._is_open = True
+            self._aslots = asyncio.Semaphore(self.concurrency)
+        return self._aslots
 
     async def _deliver_logged(self, envelope: Envelope) -> Delivery:
         try:
-            await self._ensure_open()
+            if not self._is_open:
+                async with self._lock():
+                    if not self._is_open:
+                        await self.open()
+                        self._is_open = True
             delivery = await self.deliver(envelope)
         except DeliveryError as error:
             self._log_failure(envelope, error)

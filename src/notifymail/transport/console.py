@@ -10,8 +10,8 @@ from typing import TextIO
 
 from typing_extensions import override
 
+from notifymail._readback import read_back
 from notifymail.transport.base import Transport
-from notifymail.transport.memory import read_back
 from notifymail.values import Delivery, Envelope
 
 __all__ = ["ConsoleTransport"]

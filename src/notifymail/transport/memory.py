@@ -8,41 +8,23 @@ test asserts on what people would see. Failures are scripted, never simulated at
 from __future__ import annotations
 
 import copy
-import email
 import threading
 from dataclasses import dataclass, field
-from email import policy as email_policy
 from email.headerregistry import AddressHeader
 from email.message import EmailMessage
 
 from typing_extensions import override
 
 from notifymail._address import address_key, normalize_address
+from notifymail._readback import read_back
 from notifymail.errors import error_for_reply
+from notifymail.message import Attachment
 from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.values import Delivery, Envelope, Reply
 
-__all__ = ["AsyncMemoryTransport", "MemoryTransport", "Sent", "read_back"]
+__all__ = ["AsyncMemoryTransport", "MemoryTransport", "Sent"]
 
 _NO_SUCH_USER = Reply(550, "5.1.1 No such user")
-
-
-def read_back(envelope: Envelope) -> EmailMessage:
-    """Parse ``envelope.raw`` as a receiver would (``email.policy.default``).
-
-    Line ends are read as ``\n``, as a mail client stores them, so text bodies compare
-    equal to Python strings. An SMTPUTF8 message is decoded as UTF-8 first, so its headers
-    read back as text rather than as surrogate escapes.
-    """
-    raw = envelope.raw.replace(b"\r\n", b"\n")
-    if envelope.needs_smtputf8:
-        parsed = email.message_from_string(
-            raw.decode("utf-8", "surrogateescape"), policy=email_policy.default
-        )
-    else:
-        parsed = email.message_from_bytes(raw, policy=email_policy.default)
-    assert isinstance(parsed, EmailMessage)  # noqa: S101 - guaranteed by policy.default
-    return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,7 +35,8 @@ class Sent:
     the addresses in those headers, normalised as notifymail stores addresses (Unicode
     domains), so they compare equal to what the host passed in. ``text`` and ``html`` are
     the bodies as received, or ``None``: line ends are ``\n`` and composition ends each
-    body with one, so ``"Hello"`` reads back as ``"Hello\n"``.
+    body with one, so ``"Hello"`` reads back as ``"Hello\n"``. ``attachments`` are the
+    files and inline images read back, in order, inline ones with their ``content_id``.
     """
 
     envelope: Envelope
@@ -65,6 +48,7 @@ class Sent:
     subject: str
     text: str | None = field(repr=False)
     html: str | None = field(repr=False)
+    attachments: tuple[Attachment, ...] = field(repr=False)
 
 
 def _record(envelope: Envelope, accepted: tuple[str, ...]) -> Sent:
@@ -80,6 +64,7 @@ def _record(envelope: Envelope, accepted: tuple[str, ...]) -> Sent:
         subject=str(message.get("Subject", "")),
         text=_body(message, "plain"),
         html=_body(message, "html"),
+        attachments=_attachments(message),
     )
 
 
@@ -102,6 +87,30 @@ def _body(message: EmailMessage, subtype: str) -> str | None:
         return None
     content = part.get_content()
     return content if isinstance(content, str) else None
+
+
+def _attachments(message: EmailMessage) -> tuple[Attachment, ...]:
+    """Every part that is a file (a disposition of its own) or an inline image (a
+    Content-ID), as the [`Attachment`][notifymail.Attachment] that would compose it."""
+    found = []
+    for part in message.walk():
+        content_id = part.get("Content-ID")
+        if part.is_multipart() or (part.get_content_disposition() is None and not content_id):
+            continue
+        mimetype = part.get_content_type()
+        charset = part.get_param("charset")
+        if isinstance(charset, str):
+            mimetype += f"; charset={charset}"
+        content = part.get_payload(decode=True)
+        found.append(
+            Attachment(
+                filename=part.get_filename() or "",
+                content=content if isinstance(content, bytes) else b"",
+                mimetype=mimetype,
+                content_id=str(content_id).strip() if content_id else None,
+            )
+        )
+    return tuple(found)
 
 
 class _Recorder:
@@ -166,8 +175,8 @@ class MemoryTransport(_Recorder, Transport):
 
 
 class AsyncMemoryTransport(_Recorder, AsyncTransport):
-    """The asyncio twin of [`MemoryTransport`][notifymail.MemoryTransport]: the same ``outbox``,
-    ``clear``, ``fail_next`` and ``refuse``; never opens a socket.
+    """The asyncio twin of [`MemoryTransport`][notifymail.MemoryTransport]: the same
+    ``outbox``, ``clear``, ``fail_next`` and ``refuse``; never opens a socket.
 
     Each delivery yields to the event loop once, as a network transport would, so a
     notification to thousands never holds the loop for long.

@@ -1,7 +1,7 @@
 """The SMTP transport: a blocking driver (``socket`` and ``ssl``) over the protocol core.
 
 Everything SMTP (EHLO, STARTTLS, AUTH, pipelined MAIL/RCPT/DATA, dot-stuffing, what a
-reply or a broken connection means) is ``notifymail.protocol``'s, and what the pool of
+reply or a broken connection means) is `notifymail.protocol`'s, and what the pool of
 connections decides is ``notifymail.transport._pool``'s, both shared with the asyncio
 driver. This module only moves bytes and waits: it connects, writes what the core has
 to send, reads within the core's deadline, wraps the socket in TLS when told to, and
@@ -347,7 +347,7 @@ class SmtpTransport(SmtpOptions, Transport):
     @override
     def _deliver_feed(self, feed: Feed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
-        with self._serial():
+        with self._slot():
             self._stream(feed, logged=True)
 
     def _stream(self, feed: Feed, *, logged: bool) -> None:

@@ -1,0 +1,150 @@
+"""Opening notifymail's SQLite file: durable settings, and a refusal to touch anyone else's.
+
+The outbox and the suppression list may share one file, each with tables of its own, so
+the file is marked as notifymail's (``PRAGMA application_id``) and versioned as a whole
+(``PRAGMA user_version``). A file that is not SQLite, is corrupt, or belongs to another
+application raises ``ConfigError`` naming its path, and nothing is
+written to it: a wrong path in a setting must never destroy someone's database.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+from collections.abc import Iterator, Sequence
+
+from notifymail.errors import ConfigError
+
+__all__ = ["APPLICATION_ID", "FILE_VERSION", "database_error", "open_database", "transaction"]
+
+# "NtfM": what `PRAGMA application_id` holds in every file notifymail made.
+APPLICATION_ID = int.from_bytes(b"NtfM", "big")
+# The layout of the file as a whole (`PRAGMA user_version`); a newer one is refused.
+FILE_VERSION = 1
+BUSY_TIMEOUT = 30.0  # seconds a connection waits for another process's write to end
+
+_HEADER = b"SQLite format 3\x00"
+
+
+def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite3.Connection:
+    """Open (creating it if missing) the notifymail file at ``path`` and run ``schema``.
+
+    ``schema`` holds ``CREATE ... IF NOT EXISTS`` statements for the caller's own tables;
+    other components' tables in the same file are left alone. The connection is in
+    autocommit mode (use ``transaction``), WAL, ``synchronous=FULL``, may be used
+    from any thread (the caller serialises its use), and waits for other writers.
+    """
+    name = os.fspath(path)
+    _check_header(name)
+    try:
+        connection = sqlite3.connect(
+            name, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        )
+    except sqlite3.Error as error:
+        raise _unusable(name, error) from None
+    try:
+        _prepare(connection, name, schema)
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+@contextlib.contextmanager
+def transaction(connection: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
+    """One transaction: ``BEGIN IMMEDIATE`` (or a read's ``BEGIN``), committed at the end,
+    rolled back if the block raises."""
+    connection.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+    try:
+        yield
+    except BaseException:
+        connection.rollback()
+        raise
+    connection.commit()
+
+
+def database_error(path: str, error: sqlite3.Error) -> Exception:
+    """What to raise for ``error`` met while using the file at ``path``.
+
+    A damaged file becomes a ``ConfigError`` naming the path; a
+    passing condition (a lock held too long, a full disk) stays the ``sqlite3`` error.
+    """
+    if type(error) is sqlite3.DatabaseError:  # "malformed", "not a database"
+        return _corrupt(path, error)
+    return error
+
+
+def _check_header(path: str) -> None:
+    try:
+        with open(path, "rb") as file:
+            head = file.read(len(_HEADER))
+    except FileNotFoundError:
+        return  # sqlite3 creates it
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a database file", field="path") from None
+    except OSError as error:
+        raise _unusable(path, error) from None
+    if head and head != _HEADER:
+        raise ConfigError(f"{path}: not an SQLite database; it was left as it is", field="path")
+
+
+def _prepare(connection: sqlite3.Connection, path: str, schema: Sequence[str]) -> None:
+    try:
+        connection.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        with transaction(connection, write=False):  # one snapshot: another may be making it
+            _check_identity(connection, path)
+        problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
+        if problems != ["ok"]:
+            raise _corrupt(path, problems[0])
+        (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode != "wal":
+            raise ConfigError(
+                f"{path}: SQLite cannot use write-ahead logging here (journal mode {mode!r});"
+                " use a file on a local disk",
+                field="path",
+            )
+        connection.execute("PRAGMA synchronous = FULL")
+        with transaction(connection):
+            # Again inside the write lock: another process may have made the file meanwhile.
+            if _check_identity(connection, path):
+                connection.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                connection.execute(f"PRAGMA user_version = {FILE_VERSION}")
+            for statement in schema:
+                connection.execute(statement)
+    except sqlite3.DatabaseError as error:
+        if type(error) is sqlite3.DatabaseError:  # "malformed", "not a database"
+            raise _corrupt(path, error) from None
+        raise _unusable(path, error) from None
+
+
+def _check_identity(connection: sqlite3.Connection, path: str) -> bool:
+    """Whether the file is empty, to be made notifymail's; raises if it is someone else's."""
+    (application_id,) = connection.execute("PRAGMA application_id").fetchone()
+    (version,) = connection.execute("PRAGMA user_version").fetchone()
+    if application_id == APPLICATION_ID:
+        if version > FILE_VERSION:
+            raise ConfigError(
+                f"{path}: written by a newer notifymail (file version {version}; this one"
+                f" reads up to {FILE_VERSION}); it was left as it is",
+                field="path",
+            )
+        return False
+    (objects,) = connection.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    if application_id == 0 and version == 0 and objects == 0:
+        return True
+    raise ConfigError(
+        f"{path}: an SQLite database of another application (application_id"
+        f" {application_id:#x}), not notifymail's; it was left as it is",
+        field="path",
+    )
+
+
+def _corrupt(path: str, problem: object) -> ConfigError:
+    return ConfigError(
+        f"{path}: the database is corrupt ({problem}); it was left as it is", field="path"
+    )
+
+
+def _unusable(path: str, error: BaseException) -> ConfigError:
+    return ConfigError(f"{path}: cannot be used as a database ({error})", field="path")

@@ -1,0 +1,413 @@
+"""Mailer.enqueue, Mailer.deliver_queued and OutboxWorker over a real SQLite outbox file
+and the memory transport."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+from typing_extensions import override
+
+import notifymail as nm
+from notifymail._queue import Claim, Settled
+
+SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
+NO_CONNECTION = nm.ConnectionFailed("connection refused")
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def alert(*recipients: str) -> nm.Notification:
+    return nm.Notification(list(recipients), "Revenue is down", text="See the dashboard.")
+
+
+def outsiders(count: int) -> list[str]:
+    return [f"user{i}@example.org" for i in range(count)]
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path, clock: Clock) -> Iterator[nm.SqliteOutbox]:
+    with nm.SqliteOutbox(tmp_path / "mail.db", clock=clock) as store:
+        yield store
+
+
+@pytest.fixture
+def transport() -> nm.MemoryTransport:
+    return nm.MemoryTransport()
+
+
+@pytest.fixture
+def mailer(transport: nm.MemoryTransport, outbox: nm.SqliteOutbox) -> nm.Mailer:
+    return nm.Mailer(SETTINGS, transport=transport, outbox=outbox)
+
+
+def test_enqueue_sends_nothing_and_deliver_queued_delivers_it(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+) -> None:
+    queued = mailer.enqueue(alert(*outsiders(3)))
+    assert (queued.envelopes, queued.recipients, queued.new) == (3, 3, True)
+    assert transport.outbox == []
+    report = mailer.deliver_queued()
+    assert sorted(report.accepted) == outsiders(3)
+    assert report.ok
+    assert len(report.deliveries) == 3
+    assert sorted(sent.to[0] for sent in transport.outbox) == outsiders(3)
+    assert transport.outbox[0].subject == "Revenue is down"
+    assert outbox.status().sent == 3
+    assert mailer.deliver_queued() == nm.DeliveryReport()
+
+
+def test_system_mail_goes_through_the_outbox_as_one_envelope(
+    mailer: nm.Mailer, transport: nm.MemoryTransport
+) -> None:
+    message = nm.Message(
+        to=["ann@example.com"], bcc=["audit@example.com"], subject="Reset", text="x"
+    )
+    assert mailer.enqueue(message).envelopes == 1
+    mailer.deliver_queued()
+    (sent,) = transport.outbox
+    assert sent.recipients == ("ann@example.com", "audit@example.com")
+    assert "Bcc" not in sent.message
+
+
+def test_an_invalid_item_raises_and_stores_nothing(
+    mailer: nm.Mailer, outbox: nm.SqliteOutbox
+) -> None:
+    with pytest.raises(nm.InvalidMessage):
+        mailer.enqueue(alert("fine@example.org", "not an address"))
+    with pytest.raises(nm.InvalidMessage):
+        mailer.enqueue(
+            nm.Notification(["a@example.org"], "Subject\r\nBcc: evil@example.org", text="x")
+        )
+    assert outbox.status().queued == 0
+
+
+def test_a_key_enqueued_twice_is_delivered_once(
+    mailer: nm.Mailer, transport: nm.MemoryTransport
+) -> None:
+    first = mailer.enqueue(alert(*outsiders(2)), key="alert-42/2024-05-01")
+    again = mailer.enqueue(alert(*outsiders(2)), key="alert-42/2024-05-01")
+    assert again.new is False
+    assert again.id == first.id
+    mailer.deliver_queued()
+    assert len(transport.outbox) == 2
+
+
+def test_without_a_key_each_enqueue_is_new(mailer: nm.Mailer) -> None:
+    first = mailer.enqueue(alert("a@example.org"))
+    second = mailer.enqueue(alert("a@example.org"))
+    assert first.new
+    assert second.new
+    assert first.key != second.key
+
+
+def test_a_mailer_without_an_outbox_says_so(transport: nm.MemoryTransport) -> None:
+    mailer = nm.Mailer(SETTINGS, transport=transport)
+    with pytest.raises(nm.ConfigError, match="no outbox") as caught:
+        mailer.enqueue(alert("a@example.org"))
+    assert caught.value.field == "outbox"
+    with pytest.raises(nm.ConfigError, match="no outbox"):
+        mailer.deliver_queued()
+
+
+def test_deliver_queued_needs_an_outbox_that_workers_claim_from(
+    transport: nm.MemoryTransport,
+) -> None:
+    class Broker:
+        def enqueue(self, envelopes: object, *, key: str) -> nm.Queued:
+            return nm.Queued(id="1", key=key, envelopes=0, recipients=0, new=True)
+
+    mailer = nm.Mailer(SETTINGS, transport=transport, outbox=Broker())
+    assert mailer.enqueue(alert("a@example.org"), key="k").key == "k"
+    with pytest.raises(nm.ConfigError, match="Broker is delivered by its own workers"):
+        mailer.deliver_queued()
+
+
+def test_limit_bounds_the_envelopes_tried(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+) -> None:
+    mailer.enqueue(alert(*outsiders(120)))
+    assert len(mailer.deliver_queued(limit=70).accepted) == 70
+    assert outbox.status().queued == 50
+    assert len(mailer.deliver_queued(limit=0).accepted) == 0
+    assert len(mailer.deliver_queued().accepted) == 50
+    assert len(transport.outbox) == 120
+
+
+def test_each_outcome_is_committed_before_the_next_envelope_is_sent(
+    tmp_path: Path, outbox: nm.SqliteOutbox
+) -> None:
+    class Witness(nm.MemoryTransport):
+        """Reads the file, from a connection of its own, as each envelope goes out."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.committed_before: list[int] = []
+
+        @override
+        def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+            connection = sqlite3.connect(tmp_path / "mail.db")
+            try:
+                (sent,) = connection.execute(
+                    "SELECT count(*) FROM outbox_envelope WHERE state = 3"
+                ).fetchone()
+            finally:
+                connection.close()
+            self.committed_before.append(sent)
+            return super().deliver(envelope)
+
+    witness = Witness()
+    mailer = nm.Mailer(SETTINGS, transport=witness, outbox=outbox)
+    mailer.enqueue(alert(*outsiders(60)))
+    mailer.deliver_queued()
+    assert witness.committed_before == list(range(60))
+
+
+def test_while_the_server_is_unreachable_the_batch_is_deferred_unsent(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
+) -> None:
+    mailer.enqueue(alert(*outsiders(10)))
+    transport.fail_next(NO_CONNECTION)
+    report = mailer.deliver_queued()
+    assert report == nm.DeliveryReport()
+    assert outbox.status().deferred == 10
+    assert transport.outbox == []
+    clock.now += 66
+    assert len(mailer.deliver_queued().accepted) == 10
+
+
+def test_an_error_of_one_envelope_does_not_hold_up_the_others(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+) -> None:
+    mailer.enqueue(alert(*outsiders(5)))
+    transport.fail_next(nm.TemporaryFailure("451 4.3.0 message deferred"))
+    report = mailer.deliver_queued()
+    assert len(report.accepted) == 4
+    assert outbox.status().deferred == 1
+
+
+def test_a_permanent_refusal_is_final_and_reported(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
+) -> None:
+    transport.refuse("gone@example.org")
+    mailer.enqueue(alert("gone@example.org", "here@example.org"))
+    report = mailer.deliver_queued()
+    assert report.accepted == ("here@example.org",)
+    assert dict(report.refused) == {"gone@example.org": nm.Reply(550, "5.1.1 No such user")}
+    clock.now += 10 * 86400
+    assert mailer.deliver_queued() == nm.DeliveryReport()
+    assert outbox.status().sent == 2
+
+
+def test_the_throttle_applies_to_queued_mail(tmp_path: Path) -> None:
+    settings = nm.EmailSettings(
+        sender=nm.SenderSettings(from_address="alerts@example.com"),
+        delivery=nm.DeliverySettings(max_recipients_per_second=5),
+    )
+    now = [0.0]
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        now[0] += seconds
+
+    with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+        mailer = nm.Mailer(
+            settings,
+            transport=nm.MemoryTransport(),
+            outbox=outbox,
+            clock=lambda: now[0],
+            sleep=sleep,
+        )
+        mailer.enqueue(alert(*outsiders(12)))
+        assert len(mailer.deliver_queued().accepted) == 12
+    assert now[0] >= 2.0
+    assert len(waits) == 2
+
+
+def test_a_worker_thread_delivers_until_stopped(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+) -> None:
+    worker = nm.OutboxWorker(mailer, poll_interval=0.01)
+    worker.start()
+    try:
+        mailer.enqueue(alert(*outsiders(120)))
+        deadline = time.monotonic() + 30
+        while outbox.status().sent < 120 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        mailer.enqueue(alert("late@example.org"))
+        while outbox.status().sent < 121 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        worker.stop(timeout=30)
+    assert outbox.status().sent == 121
+    assert len(transport.outbox) == 121
+
+
+def test_run_delivers_in_the_calling_thread_and_logs_each_batch(
+    mailer: nm.Mailer, outbox: nm.SqliteOutbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    mailer.enqueue(alert(*outsiders(70)))
+    stop = threading.Event()
+
+    class StopWhenDone(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("delivered") and outbox.status().queued == 0:
+                stop.set()
+
+    handler = StopWhenDone()
+    logging.getLogger("notifymail.worker").addHandler(handler)
+    try:
+        with caplog.at_level(logging.INFO, logger="notifymail.worker"):
+            nm.OutboxWorker(mailer, poll_interval=0.01).run(stop)
+    finally:
+        logging.getLogger("notifymail.worker").removeHandler(handler)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("delivered")]
+    assert lines == [
+        "delivered a batch: 50 accepted, 0 refused, 0 failed",
+        "delivered a batch: 20 accepted, 0 refused, 0 failed",
+    ]
+    assert outbox.status().sent == 70
+
+
+def test_a_worker_outlives_a_failing_batch(
+    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+) -> None:
+    class Broken(Exception):
+        pass
+
+    mailer.enqueue(alert("a@example.org"))
+    transport.fail_next(Broken("a bug in a custom transport"))
+    stop = threading.Event()
+    worker = nm.OutboxWorker(mailer, poll_interval=0.01)
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    deadline = time.monotonic() + 30
+    while outbox.status().sent < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stop.set()
+    thread.join(timeout=30)
+    assert outbox.status().sent == 1
+
+
+def test_poll_interval_must_be_positive(mailer: nm.Mailer) -> None:
+    with pytest.raises(ValueError, match="poll_interval"):
+        nm.OutboxWorker(mailer, poll_interval=0)
+
+
+# --- interrupted --------------------------------------------------------------------
+
+
+def test_an_interrupted_call_gives_back_what_it_had_not_sent(
+    outbox: nm.SqliteOutbox, clock: Clock
+) -> None:
+    class Interrupted(nm.MemoryTransport):
+        @override
+        def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+            if len(self.outbox) == 2:
+                raise KeyboardInterrupt
+            return super().deliver(envelope)
+
+    transport = Interrupted()
+    mailer = nm.Mailer(SETTINGS, transport=transport, outbox=outbox)
+    mailer.enqueue(alert(*outsiders(10)))
+    with pytest.raises(KeyboardInterrupt):
+        mailer.deliver_queued()
+    assert outbox.status() == nm.OutboxStatus(queued=8, deferred=0, sending=0, sent=2, dead=0)
+    mailer.transport = nm.MemoryTransport()
+    assert len(mailer.deliver_queued().accepted) == 8  # at once: no lease to wait for
+
+
+# --- asyncio ------------------------------------------------------------------------
+
+
+class ThreadNoting(nm.SqliteOutbox):
+    """Notes the thread of every call a mailer makes to the outbox."""
+
+    threads: set[int]
+
+    def enqueue(self, envelopes: Sequence[nm.Envelope], *, key: str) -> nm.Queued:
+        self.threads.add(threading.get_ident())
+        return super().enqueue(envelopes, key=key)
+
+    def claim(self, limit: int) -> list[Claim]:
+        self.threads.add(threading.get_ident())
+        return super().claim(limit)
+
+    def settle(self, claim: Claim, result: nm.Delivery | nm.DeliveryError) -> Settled:
+        self.threads.add(threading.get_ident())
+        return super().settle(claim, result)
+
+
+def test_async_mailer_enqueues_and_delivers_with_the_outbox_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    transport = nm.AsyncMemoryTransport()
+    with ThreadNoting(tmp_path / "mail.db") as outbox:
+        outbox.threads = set()
+        mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+
+        async def main() -> tuple[nm.Queued, nm.Queued, nm.DeliveryReport, int]:
+            first = await mailer.enqueue(alert(*outsiders(60)), key="k")
+            again = await mailer.enqueue(alert(*outsiders(60)), key="k")
+            return first, again, await mailer.deliver_queued(), threading.get_ident()
+
+        first, again, report, loop_thread = asyncio.run(main())
+        assert (first.envelopes, first.new, again.new) == (60, True, False)
+        assert sorted(report.accepted) == sorted(outsiders(60))
+        assert len(transport.outbox) == 60
+        assert outbox.status().sent == 60
+        assert outbox.threads
+        assert loop_thread not in outbox.threads
+
+
+def test_async_mailer_refuses_an_invalid_item_and_stores_nothing(
+    outbox: nm.SqliteOutbox,
+) -> None:
+    mailer = nm.AsyncMailer(SETTINGS, transport=nm.AsyncMemoryTransport(), outbox=outbox)
+    with pytest.raises(nm.InvalidMessage):
+        asyncio.run(mailer.enqueue(alert("not an address")))
+    assert outbox.status().queued == 0
+
+
+def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
+    outbox: nm.SqliteOutbox,
+) -> None:
+    class Slow(nm.AsyncMemoryTransport):
+        @override
+        async def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+            if len(self.outbox) == 3:
+                await asyncio.sleep(60)
+            return await super().deliver(envelope)
+
+    transport = Slow()
+    mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+
+    async def main() -> None:
+        await mailer.enqueue(alert(*outsiders(10)))
+        task = asyncio.ensure_future(mailer.deliver_queued())
+        while len(transport.outbox) < 3:
+            await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)
