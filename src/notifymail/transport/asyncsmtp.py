@@ -16,14 +16,13 @@ import logging
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
-from typing import ClassVar, TypeVar
+from typing import TypeVar
 
 from typing_extensions import override
 
 from notifymail.errors import DeliveryError
 from notifymail.protocol import NEED_DATA, Delivered, Event, Failed, Ready, StartTls, State
-from notifymail.settings import SmtpSettings
-from notifymail.transport._pool import Lane, Limits, Pool, Single, Slot
+from notifymail.transport._pool import Lane, Single, Slot
 from notifymail.transport.base import AsyncFeed, AsyncTransport
 from notifymail.transport.smtp import SmtpOptions
 from notifymail.values import Delivery, Envelope
@@ -63,7 +62,7 @@ class _Connection:
         self,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        options: SmtpOptions,
+        options: SmtpOptions[_Connection],
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -192,7 +191,7 @@ class _Connection:
             await _within(self.client.smtp.timeout, writer.wait_closed())
 
 
-class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
+class AsyncSmtpTransport(SmtpOptions["_Connection"], AsyncTransport):
     """Delivers over SMTP from asyncio code, through up to ``smtp.max_connections``
     connections, keeping every promise of [`SmtpTransport`][notifymail.SmtpTransport]
     (security modes, certificate checks, timeouts, pipelining, SMTPUTF8, never twice
@@ -205,25 +204,7 @@ class AsyncSmtpTransport(SmtpOptions, AsyncTransport):
     return a token it already holds. Creating one needs no running event loop.
     """
 
-    paces_at_the_wire: ClassVar[bool] = True
-    _limits: ClassVar[Limits] = Limits()
-
-    def __init__(
-        self,
-        smtp: SmtpSettings,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        local_hostname: str | None = None,
-        oauth2_token: Callable[[], str] | None = None,
-    ) -> None:
-        super().__init__(
-            smtp,
-            ssl_context=ssl_context,
-            local_hostname=local_hostname,
-            oauth2_token=oauth2_token,
-        )
-        self._pool: Pool[_Connection] = Pool(smtp.max_connections, self._limits)
-        self._condition: asyncio.Condition | None = None  # made in the loop, on first use
+    _condition: asyncio.Condition | None = None  # made in the loop, on first use
 
     # --- the connections' life ---
 

@@ -18,9 +18,9 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from typing import ClassVar
+from typing import ClassVar, Generic, TypeVar
 
-from typing_extensions import override
+from typing_extensions import Self, override
 
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.protocol import (
@@ -43,6 +43,8 @@ __all__ = ["SmtpTransport"]
 
 logger = logging.getLogger("notifymail.transport.smtp")
 
+C = TypeVar("C")
+
 _READ_SIZE = 65536
 # A socket's timeout is changed only when it is off by more than this (seconds): each
 # change is a system call, and a read would otherwise pay one for nothing.
@@ -60,10 +62,13 @@ def default_ssl_context(cafile: str | None) -> ssl.SSLContext:
         ) from None
 
 
-class SmtpOptions(_Lifecycle):
+class SmtpOptions(_Lifecycle, Generic[C]):
     """What both SMTP transports are given and do alike: the settings, the TLS context,
-    the EHLO name and the OAuth2 token checked once; the core each connection speaks;
-    how an envelope's outcome is logged and reported."""
+    the EHLO name and the OAuth2 token checked once; the pool of connections (``C``);
+    the core each connection speaks; how an envelope's outcome is logged and reported."""
+
+    paces_at_the_wire: ClassVar[bool] = True
+    _limits: ClassVar[Limits] = Limits()
 
     def __init__(
         self,
@@ -80,6 +85,7 @@ class SmtpOptions(_Lifecycle):
         self._ssl_context = ssl_context
         if ssl_context is None and smtp.security is not Security.NONE:
             self._ssl_context = default_ssl_context(smtp.cafile)
+        self._pool: Pool[C] = Pool(smtp.max_connections, self._limits)
 
     def __repr__(self) -> str:
         smtp = self.smtp
@@ -205,7 +211,7 @@ class _Session:
         self.sock.close()
 
 
-class SmtpTransport(SmtpOptions, Transport):
+class SmtpTransport(SmtpOptions["_Session"], Transport):
     """Delivers over SMTP through up to ``smtp.max_connections`` connections.
 
     Connections are kept between messages for as long as the transport is open (a
@@ -225,25 +231,14 @@ class SmtpTransport(SmtpOptions, Transport):
     then not used.
     """
 
-    paces_at_the_wire: ClassVar[bool] = True
-    _limits: ClassVar[Limits] = Limits()
+    # Guards the pool; notified at each release. Made here, not in __init__: every
+    # instance needs one, and a transport needs no other state of its own.
+    _vacancy: threading.Condition
 
-    def __init__(
-        self,
-        smtp: SmtpSettings,
-        *,
-        ssl_context: ssl.SSLContext | None = None,
-        local_hostname: str | None = None,
-        oauth2_token: Callable[[], str] | None = None,
-    ) -> None:
-        super().__init__(
-            smtp,
-            ssl_context=ssl_context,
-            local_hostname=local_hostname,
-            oauth2_token=oauth2_token,
-        )
-        self._pool: Pool[_Session] = Pool(smtp.max_connections, self._limits)
-        self._vacancy = threading.Condition()  # guards _pool; notified at each release
+    def __new__(cls, *args: object, **kwargs: object) -> Self:
+        instance = super().__new__(cls, *args, **kwargs)
+        instance._vacancy = threading.Condition()
+        return instance
 
     # --- the connections' life ---
 
