@@ -343,6 +343,8 @@ class AsyncSmtpTransport(SmtpOptions["_Connection"], AsyncTransport):
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
                 self.settle(feed, *settled, logged=logged)
+            else:
+                logger.debug("%s closed the kept connection; sending again", self._server)
             if lane.busy or connection.closed or not self._pool.has_room(slot):
                 continue
             if (later := await feed.next()) is None:

@@ -386,6 +386,8 @@ class SmtpTransport(SmtpOptions["_Session"], Transport):
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
                 self.settle(feed, *settled, logged=logged)
+            else:
+                logger.debug("%s closed the kept connection; sending again", self._server)
             if lane.busy or session.closed or not self._pool.has_room(slot):
                 continue
             if (later := feed.next()) is None:
