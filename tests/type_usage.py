@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ssl
 
 from celery import Celery
 
@@ -128,6 +129,17 @@ def smtp_usage(smtp: nm.SmtpSettings) -> nm.Security:
     with nm.SmtpTransport(smtp, local_hostname="app.example.com") as transport:
         transport.send_many([])
     return result.security
+
+
+async def async_smtp_usage(smtp: nm.SmtpSettings, context: ssl.SSLContext) -> int:
+    transport = nm.AsyncSmtpTransport(
+        smtp, ssl_context=context, local_hostname="app.example.com", oauth2_token=lambda: "t"
+    )
+    async with transport:
+        deliveries: list[nm.Delivery] = await transport.send_many([])
+    pooled: nm.AsyncTransport = transport
+    assert transport.ssl_context is context or deliveries
+    return pooled.concurrency + smtp.max_connections
 
 
 def subscription_usage(path: str) -> tuple[str, str, bool]:
