@@ -334,3 +334,30 @@ def test_a_lost_reply_with_the_next_message_queued_behind_it_sends_neither_twice
     assert sorted(report.accepted) == sorted(rest)  # the queued one went on a new connection
     assert server.connections == 2
     assert_accounted_for(report, recipients, server, max_attempts=1)
+
+
+class _BreaksOnTheThird(nm.MemoryTransport):
+    """Four envelopes at once; the third raises a bug, not a DeliveryError."""
+
+    concurrency = 4
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("a bug in the transport")
+        time.sleep(0.01)
+        return super().deliver(envelope)
+
+
+def test_an_error_in_one_thread_stops_the_others_and_reaches_the_caller():
+    transport = _BreaksOnTheThird()
+    mailer = nm.Mailer(nm.EmailSettings(sender=SENDER), transport=transport)
+
+    with pytest.raises(RuntimeError, match="a bug in the transport"):
+        mailer.notify(nm.Notification(_outsiders(200), "Weekly", text="Up.\n"))
+
+    assert transport.calls < 20  # the other threads stopped taking envelopes

@@ -377,6 +377,7 @@ class Dispatch:
         self._order = itertools.count()  # breaks ties between retries due at one time
         self._workers = workers
         self._limit = workers
+        self._closed = False
         self._lock = threading.Lock()
 
     def take(self, now: float, *, ready_only: bool) -> Attempt | None:
@@ -388,7 +389,7 @@ class Dispatch:
         """
         with self._lock:
             later = self._later
-            if self._workers > self._limit:
+            if self._closed or self._workers > self._limit:
                 plan = None
             elif self._ready:
                 plan, envelope = self._ready.popleft()
@@ -411,6 +412,12 @@ class Dispatch:
                 return None
             self._in_flight[id(envelope)] = plan
             return Attempt(envelope, wait)
+
+    def close(self) -> None:
+        """Hand out nothing more: the notification is being given up (an interrupt, an
+        error in a worker). Envelopes under way are still reported with ``done``."""
+        with self._lock:
+            self._closed = True
 
     def peek(self) -> Envelope | None:
         """The envelope ``take`` would most likely give next (a retry may come first)."""

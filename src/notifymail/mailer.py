@@ -302,7 +302,7 @@ class Mailer(_Facade[Transport]):
         its concurrency, each in a thread of its own taking the next envelope it can."""
         dispatch, workers = self._dispatch(envelopes)
         feed = _Feed(dispatch, self._throttle, self._clock, self._sleep)
-        _in_threads(lambda: self.transport._send_feed(feed), workers)
+        _in_threads(lambda: self.transport._send_feed(feed), workers, dispatch.close)
         self._record_all_hard_bounces(dispatch.handed)
         return _report(dispatch.handed, suppressed)
 
@@ -645,15 +645,17 @@ def _report(handed: Iterable[Handed], suppressed: tuple[str, ...]) -> DeliveryRe
     return tally.report()
 
 
-def _in_threads(work: Callable[[], None], count: int) -> None:
-    """Run ``work`` in ``count`` threads at once (this one among them); raise the first
-    exception any of them raised."""
+def _in_threads(work: Callable[[], None], count: int, stop: Callable[[], None]) -> None:
+    """Run ``work`` in ``count`` threads at once (this one among them); at the first
+    exception in any of them (Ctrl-C in this one), ``stop`` the others' work, wait for
+    them, and raise it."""
     errors: list[BaseException] = []
 
     def run() -> None:
         try:
             work()
         except BaseException as error:  # raised in the calling thread below
+            stop()
             errors.append(error)
 
     threads = [threading.Thread(target=run, name="notifymail-send") for _ in range(count - 1)]
@@ -661,6 +663,9 @@ def _in_threads(work: Callable[[], None], count: int) -> None:
         thread.start()
     try:
         work()
+    except BaseException:
+        stop()
+        raise
     finally:
         for thread in threads:
             thread.join()
