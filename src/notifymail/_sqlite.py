@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 
 from notifymail.errors import ConfigError
@@ -43,12 +44,23 @@ def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite
         )
     except sqlite3.Error as error:
         raise _unusable(name, error) from None
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    pause = 0.001
     try:
-        _prepare(connection, name, schema)
+        while True:
+            try:
+                _prepare(connection, name, schema)
+                return connection
+            except sqlite3.OperationalError as error:
+                # Two processes making one new file: SQLite answers "locked" at once,
+                # without waiting, when both would change its journal mode or layout.
+                if not _locked(error) or time.monotonic() + pause > deadline:
+                    raise _unusable(name, error) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 0.1)
     except BaseException:
         connection.close()
         raise
-    return connection
 
 
 @contextlib.contextmanager
@@ -115,7 +127,13 @@ def _prepare(connection: sqlite3.Connection, path: str, schema: Sequence[str]) -
     except sqlite3.DatabaseError as error:
         if type(error) is sqlite3.DatabaseError:  # "malformed", "not a database"
             raise _corrupt(path, error) from None
+        if isinstance(error, sqlite3.OperationalError) and _locked(error):
+            raise  # open_database tries again
         raise _unusable(path, error) from None
+
+
+def _locked(error: sqlite3.OperationalError) -> bool:
+    return "locked" in str(error) or "busy" in str(error)
 
 
 def _check_identity(connection: sqlite3.Connection, path: str) -> bool:
