@@ -12,12 +12,23 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from types import TracebackType
+
+from typing_extensions import Self
 
 from notifymail.errors import ConfigError
 
-__all__ = ["APPLICATION_ID", "FILE_VERSION", "database_error", "open_database", "transaction"]
+__all__ = [
+    "APPLICATION_ID",
+    "FILE_VERSION",
+    "SqliteFile",
+    "database_error",
+    "open_database",
+    "transaction",
+]
 
 # "NtfM": what `PRAGMA application_id` holds in every file notifymail made.
 APPLICATION_ID = int.from_bytes(b"NtfM", "big")
@@ -26,6 +37,57 @@ FILE_VERSION = 1
 BUSY_TIMEOUT = 30.0  # seconds a connection waits for another process's write to end
 
 _HEADER = b"SQLite format 3\x00"
+
+
+class SqliteFile:
+    """A notifymail file held open by one connection that threads share in turn.
+
+    A connection must not be used across ``fork()``: a forked child opens its own on
+    first use, and `_forked` lets a subclass drop what belonged to the parent.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], schema: Sequence[str]) -> None:
+        self.path = os.fspath(path)
+        self._schema = tuple(schema)
+        self._lock = threading.Lock()  # held while the connection is in use
+        self._connection: sqlite3.Connection | None = open_database(self.path, self._schema)
+        self._pid = os.getpid()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.path!r})"
+
+    def _connected(self) -> sqlite3.Connection:
+        """The connection, reopened in a forked child; call it with ``_lock`` held."""
+        connection = self._connection
+        if connection is None:
+            raise RuntimeError(f"{self!r} is closed")
+        if os.getpid() != self._pid:
+            connection.close()
+            connection = self._connection = open_database(self.path, self._schema)
+            self._pid = os.getpid()
+            self._forked()
+        return connection
+
+    def _forked(self) -> None:
+        """Forget what the parent process held (called in a forked child)."""
+
+    def close(self) -> None:
+        """Close the connection; the object cannot be used afterwards."""
+        with self._lock:
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
 
 
 def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite3.Connection:

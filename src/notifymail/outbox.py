@@ -17,20 +17,16 @@ import json
 import logging
 import os
 import sqlite3
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
-from types import TracebackType
 from typing import Any
 
-from typing_extensions import Self
-
 from notifymail._queue import Claim, DeliveryQueue, Outbox, Queued, Settled, backoff
-from notifymail._sqlite import database_error, open_database, transaction
+from notifymail._sqlite import SqliteFile, database_error, transaction
 from notifymail.errors import DeliveryError, TemporaryFailure, error_for_reply
 from notifymail.values import Delivery, Envelope, Reply
 
@@ -143,7 +139,7 @@ class DeadMail:
     enqueued_at: float
 
 
-class SqliteOutbox:
+class SqliteOutbox(SqliteFile):
     """The embedded outbox: one SQLite file, safe for several processes on one machine.
 
     ``max_lifetime``: seconds after enqueue when undelivered recipients become dead.
@@ -180,41 +176,21 @@ class SqliteOutbox:
             raise ValueError(
                 f"SqliteOutbox.max_backoff: {max_backoff!r} is below min_backoff ({min_backoff!r})"
             )
-        self.path = os.fspath(path)
+        super().__init__(path, _SCHEMA)
         self.max_lifetime = float(max_lifetime)
         self.min_backoff = float(min_backoff)
         self.max_backoff = float(max_backoff)
         self.lease = float(lease)
         self._clock = clock
-        self._lock = threading.Lock()
-        self._connection: sqlite3.Connection | None = open_database(self.path, _SCHEMA)
-        self._pid = os.getpid()
         self._owner = _owner_token()
         # The envelopes this worker holds, by id, as they were claimed: no other worker
         # can take one over before its lease runs out, so checking a lease needs no read
         # and recording an attempt needs no read either.
         self._held: dict[int, _Held] = {}
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.path!r})"
-
-    def close(self) -> None:
-        """Close the database connection; the outbox cannot be used afterwards."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _forked(self) -> None:
+        self._owner = _owner_token()
+        self._held = {}
 
     # -- storing ------------------------------------------------------------------
 
@@ -541,16 +517,7 @@ class SqliteOutbox:
         """The connection, for one thread at a time; in one transaction if ``atomic``,
         else each statement is a transaction of its own."""
         with self._lock:
-            connection = self._connection
-            if connection is None:
-                raise RuntimeError(f"{self!r} is closed")
-            if os.getpid() != self._pid:
-                # A connection must not be used across fork(): the child opens its own.
-                connection.close()
-                connection = self._connection = open_database(self.path, _SCHEMA)
-                self._pid = os.getpid()
-                self._owner = _owner_token()
-                self._held = {}
+            connection = self._connected()
             try:
                 if atomic:
                     with transaction(connection, write=write):

@@ -16,11 +16,9 @@ import threading
 import time
 from typing import Final
 
-from typing_extensions import Self
-
 from notifymail._address import address_key, normalize_address
 from notifymail._delivery import Suppressions
-from notifymail._sqlite import database_error, open_database
+from notifymail._sqlite import SqliteFile, database_error
 from notifymail.errors import InvalidMessage
 
 __all__ = ["InMemorySuppressions", "SqliteSuppressions", "Suppressions"]
@@ -82,7 +80,7 @@ CREATE TABLE IF NOT EXISTS suppressions (
 """
 
 
-class SqliteSuppressions:
+class SqliteSuppressions(SqliteFile):
     """A [`Suppressions`][notifymail.Suppressions] in an SQLite file, shared by every
     process that opens it.
 
@@ -93,10 +91,7 @@ class SqliteSuppressions:
     """
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._connection: sqlite3.Connection | None = open_database(self.path, [_SCHEMA])
-        self._pid = os.getpid()
-        self._lock = threading.Lock()  # one connection, shared by the threads
+        super().__init__(path, [_SCHEMA])
 
     def is_suppressed(self, address: str) -> bool:
         return self._reason_of(_key(address)) is not None
@@ -124,31 +119,9 @@ class SqliteSuppressions:
     def _execute(self, sql: str, parameters: tuple[object, ...]) -> tuple[object, ...] | None:
         """Run one statement (autocommit, so durable when it returns); its first row."""
         with self._lock:
-            if self._connection is None:
-                raise RuntimeError(f"{self!r} is closed")
-            if os.getpid() != self._pid:  # a connection must not be used across fork()
-                self._connection = open_database(self.path, [_SCHEMA])
-                self._pid = os.getpid()
+            connection = self._connected()
             try:
-                row: tuple[object, ...] | None = self._connection.execute(
-                    sql, parameters
-                ).fetchone()
+                row: tuple[object, ...] | None = connection.execute(sql, parameters).fetchone()
             except sqlite3.Error as error:
                 raise database_error(self.path, error) from None
         return row
-
-    def close(self) -> None:
-        """Close the database connection; the list cannot be used afterwards."""
-        with self._lock:
-            if self._connection is not None:
-                self._connection.close()
-                self._connection = None
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"SqliteSuppressions({self.path!r})"
