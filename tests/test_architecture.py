@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "transport.base",
                 "transport._pool",
+                "transport._driver",
                 "transport.smtp",
                 "transport.asyncsmtp",
                 "transport.memory",

@@ -105,3 +105,28 @@ def test_a_cancelled_notify_closes_its_connections_and_frees_them(silent_server)
     asyncio.run(cancel_midway())  # an unclosed connection would fail the test (warning)
 
     assert transport._pool.acquire() is True  # both places free again
+
+
+def test_a_delivery_cancelled_while_it_waits_for_a_free_connection_takes_no_place(silent_server):
+    server = silent_server(b"220 mail.test ESMTP\r\n")
+    transport = nm.AsyncSmtpTransport(server.settings(timeout=5.0, max_connections=1))
+    envelope = nm.Envelope(sender="a@example.com", recipients=("b@example.net",), raw=b"x\r\n")
+
+    async def cancel_both() -> None:
+        first = asyncio.ensure_future(transport.deliver(envelope))
+        while len(server.accepted) < 1:  # the one connection waits for the reply to EHLO
+            await asyncio.sleep(0.01)
+        second = asyncio.ensure_future(transport.deliver(envelope))
+        await asyncio.sleep(0.05)  # the second waits for the connection the first holds
+        second.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await second
+        assert not first.done()  # the first, untouched, still waits for the server
+        first.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await first
+
+    asyncio.run(cancel_both())  # an unclosed connection would fail the test (warning)
+
+    assert len(server.accepted) == 1  # the second never connected
+    assert transport._pool.acquire() is True  # the one place is free again

@@ -9,11 +9,15 @@ import itertools
 import threading
 from collections import Counter
 from collections.abc import Callable
+from typing import TypeVar
 
 import notifymail as nm
+from notifymail.transport._driver import Steps
 from notifymail.transport.base import Feed
 from notifymail.transport.smtp import SmtpTransport
 from smtp_servers import FaultyServer
+
+T = TypeVar("T")
 
 THREADS = 8
 PER_THREAD = 250
@@ -47,10 +51,10 @@ class _ExclusiveSmtp(SmtpTransport):
         super().__init__(smtp)
         self._overlap = overlap
 
-    def _stream(self, feed: Feed, *, logged: bool) -> None:  # where connections are used
+    def _drive(self, steps: Steps[T], feed: Feed | None = None) -> T:  # uses connections
         self._overlap.enter()
         try:
-            super()._stream(feed, logged=logged)
+            return super()._drive(steps, feed)
         finally:
             self._overlap.leave()
 

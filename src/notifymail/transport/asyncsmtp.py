@@ -1,11 +1,15 @@
-"""The asyncio SMTP transport: a driver on asyncio streams over the same protocol core.
+"""The asyncio SMTP transport: a driver on the event loop over the same protocol core.
 
-Everything SMTP is ``notifymail.protocol``'s and everything the pool decides is
-``notifymail.transport._pool``'s, exactly as for the blocking ``SmtpTransport``; this
-module only moves bytes without blocking the event loop: ``asyncio.open_connection``
-(names resolved by the loop's resolver), reads bounded by the core's deadline, writes,
-``start_tls`` for SSL and STARTTLS, and tasks that wait on an ``asyncio.Condition`` for
-a free connection. No thread is started and no blocking socket call is made.
+Everything SMTP is ``notifymail.protocol``'s and the steps from envelopes to outcomes
+are ``notifymail.transport._driver``'s, exactly as for the blocking ``SmtpTransport``;
+this module only performs what those steps ask without blocking the event loop. Each
+connection is an ``asyncio.Protocol`` (`_Link`), not a pair of streams: a reply is
+handed to the steps inside ``data_received``, and whatever needs no waiting (the next
+envelope queued behind the message in flight, the writes) is done right there, so a
+message that lets the next one go costs one turn of the loop and no task switch. What
+waits (the feed's next envelope, a free connection, connecting, TLS, the throttle) is
+awaited by the task that runs the steps. No thread is started and no blocking socket
+call is made.
 """
 
 from __future__ import annotations
@@ -15,28 +19,37 @@ import contextlib
 import logging
 import ssl
 import sys
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Awaitable
+from typing import Any, Generic, TypeVar
 
 from typing_extensions import override
 
-from notifymail.errors import DeliveryError
-from notifymail.protocol import NEED_DATA, Delivered, Event, Failed, Ready, StartTls, State
-from notifymail.transport._pool import Lane, Single, Slot
-from notifymail.transport.base import AsyncFeed, AsyncTransport
-from notifymail.transport.smtp import SmtpOptions
+from notifymail.protocol import SmtpClient
+from notifymail.transport._driver import (
+    ACQUIRE,
+    FREED,
+    OPEN,
+    TAKE,
+    Checkin,
+    Close,
+    Pace,
+    Read,
+    Secure,
+    SmtpDriver,
+    Steps,
+    Write,
+)
+from notifymail.transport._pool import Single
+from notifymail.transport.base import ASYNC_PACER, AsyncFeed, AsyncPacer, AsyncTransport
 from notifymail.values import Delivery, Envelope
 
 __all__ = ["AsyncSmtpTransport"]
 
-logger = logging.getLogger("notifymail.transport.asyncsmtp")
-
 T = TypeVar("T")
 
-# More than a StreamReader ever buffers (twice its limit, plus one chunk from the
-# socket), so one read takes everything received: nothing that arrived in plaintext can
-# stay behind in the reader across a STARTTLS upgrade.
-_READ_SIZE = 1 << 20
+# What a connection keeps of what arrived while its steps did something else, before it
+# stops reading from the socket: a server that talks out of turn cannot fill memory.
+_BUFFER_LIMIT = 1 << 20
 
 if sys.version_info >= (3, 11):
 
@@ -55,308 +68,355 @@ else:
             raise TimeoutError("timed out") from None
 
 
-class _Connection:
-    """One connection: a stream pair, and the protocol core speaking over it."""
+class _Link(asyncio.Protocol):
+    """One connection: its asyncio transport, the protocol core speaking over it, what
+    arrived while nothing read, and the run of steps waiting for the server, if any."""
 
-    def __init__(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        options: SmtpOptions[_Connection],
-    ) -> None:
-        self.reader = reader
-        self.writer = writer
-        self.client = options.new_client(logger)
-        self._options = options
-        # The deadline of the read under way, watched by one timer that is moved only
-        # when it goes off early: a timeout per read would cost a timer per reply.
+    def __init__(self, client: SmtpClient, loop: asyncio.AbstractEventLoop) -> None:
+        self.client = client
+        self.transport: asyncio.Transport | None = None
+        self._loop = loop
+        self._received = bytearray()
+        self._lost = False
+        self._error: Exception | None = None
+        self._closed: asyncio.Future[None] = loop.create_future()
+        self._writable: asyncio.Future[None] | None = None  # set while writing is paused
+        # The run waiting for the server and the deadline of its read, watched by one
+        # timer that is moved only when it goes off early: a timer per read would cost
+        # a heap entry per reply.
+        self._reader: _Run[Any] | None = None
         self._deadline = 0.0
-        self._reading: asyncio.Task[object] | None = None
         self._watchdog: asyncio.TimerHandle | None = None
-        self._expired = False
 
-    @property
-    def closed(self) -> bool:
-        return self.client.state is State.CLOSED
+    # --- asyncio.Protocol ---
 
-    async def next_event(
-        self,
-        ahead: Callable[[], Awaitable[None]] | None = None,
-        idle: Callable[[], object] | None = None,
-    ) -> Event:
-        """Write and read until the core has an event for the caller.
+    @override
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream connection
+        self.transport = transport
 
-        ``ahead`` is awaited when the core could queue the next envelope behind the
-        message it is about to send (``can_mail_ahead``), before that is written;
-        ``idle`` is called before each wait for the server.
-        """
-        client = self.client
-        try:
-            while True:
-                if client.has_data_to_send:
-                    # Straight from the core to the stream: AUTH's bytes are in no variable.
-                    self.writer.write(client.data_to_send())
-                    if self.writer.transport.get_write_buffer_size():
-                        await _within(client.smtp.timeout, self.writer.drain())
-                event = client.next_event()
-                if event is NEED_DATA:
-                    if ahead is not None and client.can_mail_ahead:
-                        await ahead()
-                    if client.has_data_to_send:
-                        continue  # a reply led to a command: write it before reading
-                    if idle is not None:
-                        idle()
-                    time_left = client.time_left()
-                    if time_left <= 0:
-                        raise TimeoutError("timed out")
-                    client.receive_data(await self._read(time_left))
-                elif isinstance(event, StartTls):
-                    await _within(client.smtp.timeout, self._start_tls())
-                    client.tls_started()
-                else:
-                    return event
-        except OSError as error:  # timeouts, resets, TLS and certificate errors
-            client.connection_failed(error)
-            return client.next_event()
+    @override
+    def data_received(self, data: bytes) -> None:
+        if (reader := self._reader) is not None:
+            self._reader = None
+            reader.advance(data)
+            return
+        self._received += data
+        if len(self._received) > _BUFFER_LIMIT and self.transport is not None:
+            self.transport.pause_reading()
 
-    async def _read(self, seconds: float) -> bytes:
-        """What the server sent next (b"" once it closed), or TimeoutError after ``seconds``."""
-        loop = asyncio.get_running_loop()
-        self._deadline = loop.time() + seconds
+    @override
+    def eof_received(self) -> bool:
+        return False  # close: SMTP has nothing to say once the server has stopped
+
+    @override
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost, self._error = True, exc
+        if not self._closed.done():
+            self._closed.set_result(None)
+        self.resume_writing()
+        if (reader := self._reader) is not None:
+            self._reader = None
+            if exc is None:
+                reader.advance(b"")
+            else:
+                reader.advance(error=exc)
+
+    @override
+    def pause_writing(self) -> None:
+        self._writable = self._loop.create_future()
+
+    @override
+    def resume_writing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None and not writable.done():
+            writable.set_result(None)
+
+    # --- what the steps ask ---
+
+    def write(self) -> bool:
+        """Write what the core has to send; False when the buffer is full (wait ``writable``)."""
+        if not self._lost:  # as a socket would: the read that follows meets the end
+            assert self.transport is not None  # noqa: S101 - set once connected
+            self.transport.write(self.client.data_to_send())
+        return self._writable is None
+
+    async def writable(self) -> None:
+        """Wait until the transport's buffer drained below its limit."""
+        if self._writable is not None:
+            await asyncio.shield(self._writable)
+
+    def read(self, reader: _Run[Any], seconds: float) -> bytes | None:
+        """What arrived already, or b"" once the server closed; None: ``reader`` is
+        resumed when something arrives, or with TimeoutError after ``seconds``."""
+        if self._received:
+            data = bytes(self._received)
+            self._received.clear()
+            if self.transport is not None and not self._lost:
+                self.transport.resume_reading()
+            return data
+        if self._lost:
+            if self._error is not None:
+                raise self._error
+            return b""
+        self._reader = reader
+        self._deadline = self._loop.time() + seconds
         if self._watchdog is None:
-            self._watchdog = loop.call_at(self._deadline, self._watch)
-        task = self._reading = asyncio.current_task()
-        try:
-            return await self.reader.read(_READ_SIZE)
-        except asyncio.CancelledError:
-            if not self._expired:
-                raise
-            self._expired = False
-            if sys.version_info >= (3, 11) and task is not None:
-                task.uncancel()  # the cancellation was the watchdog's, and ends here
-            raise TimeoutError("timed out") from None
-        finally:
-            self._reading = None
+            self._watchdog = self._loop.call_at(self._deadline, self._watch)
+        return None
+
+    def stop_reading(self) -> None:
+        """The run waiting for the server gives up (it was cancelled)."""
+        self._reader = None
 
     def _watch(self) -> None:
-        """The watchdog went off: cancel the read if its deadline has passed."""
+        """The watchdog went off: fail the read if its deadline has passed."""
         self._watchdog = None
-        task = self._reading
-        if task is None:  # no read under way: the next one sets the watchdog again
+        reader = self._reader
+        if reader is None:  # no read under way: the next one sets the watchdog again
             return
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._deadline:
-            self._watchdog = loop.call_at(self._deadline, self._watch)
+        if self._loop.time() < self._deadline:
+            self._watchdog = self._loop.call_at(self._deadline, self._watch)
             return
-        self._expired = True
-        task.cancel()
+        self._reader = None
+        reader.advance(error=TimeoutError("timed out"))
 
-    async def _start_tls(self) -> None:
-        context = self._options.ssl_context
-        assert context is not None  # noqa: S101 - security other than none has one
-        host = self.client.smtp.host
-        if sys.version_info >= (3, 11):
-            await self.writer.start_tls(context, server_hostname=host)
-            return
-        # Python 3.10: StreamWriter.start_tls does not exist yet. The streams that read
-        # and write plaintext are left behind, new ones are put on the TLS transport.
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        protocol = asyncio.StreamReaderProtocol(reader)
-        transport = await loop.start_tls(
-            self.writer.transport, protocol, context, server_hostname=host
+    async def start_tls(self, context: ssl.SSLContext) -> None:
+        """Put TLS on the connection, checking the certificate against the server's name."""
+        if self._received:  # plaintext that would pass for replies after TLS
+            raise ssl.SSLError("the server sent more than its reply to STARTTLS")
+        assert self.transport is not None  # noqa: S101 - set once connected
+        transport = await self._loop.start_tls(
+            self.transport, self, context, server_hostname=self.client.smtp.host
         )
         if transport is None:  # the connection closed during the handshake
             raise ConnectionResetError("the connection closed during the TLS handshake")
-        protocol.connection_made(transport)
-        self.reader = reader
-        self.writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        assert isinstance(transport, asyncio.Transport)  # noqa: S101 - a stream connection
+        self.transport = transport
 
-    async def quit(self) -> None:
-        """QUIT, wait for its reply within the timeout, close."""
-        try:
-            self.client.quit()
-            await self.next_event()
-        finally:
-            await self.close()
-
-    async def close(self) -> None:
-        """Close the connection; a TLS goodbye is awaited within the timeout at most."""
+    async def close(self, *, abort: bool = False) -> None:
+        """Close; a TLS goodbye is awaited within the timeout at most, unless ``abort``."""
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
-        writer = self.writer
-        writer.close()
+        transport = self.transport
+        if transport is None:
+            return
+        if abort:
+            transport.abort()
+            return
+        transport.close()
         with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
-            await _within(self.client.smtp.timeout, writer.wait_closed())
+            await _within(self.client.smtp.timeout, asyncio.shield(self._closed))
 
 
-class AsyncSmtpTransport(SmtpOptions["_Connection"], AsyncTransport):
+class _Run(Generic[T]):
+    """One run of a driver's steps on the event loop.
+
+    ``advance`` resumes the steps and performs each request that needs no waiting on
+    the spot: a write, a read of what arrived already, the throttle when it admits at
+    once. A read that must wait leaves the run with the connection, whose
+    ``data_received`` (or watchdog, or ``connection_lost``) calls ``advance`` again.
+    Any other request wakes the task awaiting ``result``, which awaits it through the
+    transport and resumes the steps with what it gave.
+    """
+
+    def __init__(
+        self,
+        transport: AsyncSmtpTransport,
+        steps: Steps[T],
+        feed: AsyncFeed | None,
+        pacer: AsyncPacer | None,
+    ) -> None:
+        self._transport = transport
+        self._steps = steps
+        self._feed = feed
+        self._pacer = pacer
+        self._reading: _Link | None = None
+        self._waiting: object = None  # the request for the task
+        self._wake: asyncio.Future[None] | None = None
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def advance(self, value: object = None, error: BaseException | None = None) -> None:
+        """Resume the steps with ``value`` (or throw ``error`` into them)."""
+        self._reading = None
+        steps = self._steps
+        while True:
+            try:
+                request = steps.send(value) if error is None else steps.throw(error)
+            except StopIteration as stop:
+                self._finish(stop.value, None)
+                return
+            except BaseException as failure:
+                self._finish(None, failure)
+                return
+            value = error = None
+            try:
+                if isinstance(request, Read):
+                    link: _Link = request.connection
+                    value = link.read(self, request.seconds)
+                    if value is None:
+                        self._reading = link
+                        return
+                    continue
+                if isinstance(request, Write) and request.connection.write():
+                    continue
+                if isinstance(request, Pace) and (
+                    self._pacer is None or not self._pacer.reserve(request.recipients)
+                ):
+                    continue
+            except BaseException as failure:
+                error = failure
+                continue
+            self._waiting = request
+            self._wake_task()
+            return
+
+    async def result(self) -> T:
+        """Run the steps to their end; what they return, or raise."""
+        transport = self._transport
+        self.advance()
+        while not self._done:
+            request, self._waiting = self._waiting, None
+            if request is None:  # the steps wait for the server
+                self._wake = asyncio.get_running_loop().create_future()
+                try:
+                    await self._wake
+                except asyncio.CancelledError as cancelled:
+                    if self._done:
+                        raise
+                    if self._reading is not None:
+                        self._reading.stop_reading()
+                    self._waiting = None  # the steps get the cancellation instead
+                    self.advance(error=cancelled)  # they check their connection back in
+                continue
+            try:
+                value = await transport._wait_for(request, self._feed, self._pacer)
+            except BaseException as failure:
+                self.advance(error=failure)
+            else:
+                self.advance(value)
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[no-any-return]  # the steps' T
+
+    def _finish(self, value: object, error: BaseException | None) -> None:
+        self._done, self._value, self._error = True, value, error
+        self._wake_task()
+
+    def _wake_task(self) -> None:
+        if self._wake is not None and not self._wake.done():
+            self._wake.set_result(None)
+
+
+class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
     """Delivers over SMTP from asyncio code, through up to ``smtp.max_connections``
     connections, keeping every promise of [`SmtpTransport`][notifymail.SmtpTransport]
     (security modes, certificate checks, timeouts, pipelining, SMTPUTF8, never twice
     after the end of DATA, per-recipient results).
 
-    It never blocks the event loop: connections are asyncio streams, waits are awaited,
-    and no thread is started. With ``max_connections`` above 1, that many tasks deliver
+    It never blocks the event loop: connections are asyncio transports, waits are
+    awaited, and no thread is started. With ``max_connections`` above 1, that many tasks deliver
     at once, each on a connection of its own (``concurrency``). The options are those
     of ``SmtpTransport``; ``oauth2_token`` is called on the event loop, so it should
     return a token it already holds. Creating one needs no running event loop.
     """
 
+    _logger = logging.getLogger("notifymail.transport.asyncsmtp")
     _condition: asyncio.Condition | None = None  # made in the loop, on first use
-
-    # --- the connections' life ---
 
     @override
     async def open(self) -> None:
         """Connect, secure and log in, unless a connection is already open."""
-        await self._checkin(await self._checkout(), broken=False)
+        await self._drive(self._open())
 
     @override
     async def close(self) -> None:
         """Say QUIT on every connection kept, and close them."""
         for slot in self._pool.drain():
-            await slot.connection.quit()
-
-    def _vacancy(self) -> asyncio.Condition:
-        if self._condition is None:
-            self._condition = asyncio.Condition()
-        return self._condition
-
-    async def _checkout(self) -> Slot[_Connection]:
-        """A kept connection, or a new one (connected, secured, logged in); waits while
-        ``max_connections`` are in use."""
-        vacancy = self._vacancy()
-        async with vacancy:
-            expired = self._pool.expired()
-            while (got := self._pool.acquire()) is False:
-                await vacancy.wait()
-        for slot in expired:
-            await slot.connection.quit()
-        if not isinstance(got, bool):
-            return got
-        try:
-            connection = await self._connect()
-        except BaseException:
-            self._pool.open_failed()
-            await self._notify()
-            raise
-        return self._pool.opened(connection)
-
-    async def _checkin(self, slot: Slot[_Connection], *, broken: bool) -> None:
-        """Keep the connection for the next envelope, or close it (QUIT when it is in step)."""
-        kept = self._pool.release(slot, broken=broken)
-        await self._notify()
-        if kept:
-            return
-        if broken:
-            await slot.connection.close()
-        else:
-            logger.debug("%s: a connection served its time; closing it", self._server)
-            await slot.connection.quit()
-
-    async def _notify(self) -> None:
-        vacancy = self._vacancy()
-        async with vacancy:
-            vacancy.notify()
-
-    async def _connect(self) -> _Connection:
-        smtp = self.smtp
-        logger.info("connecting to %s (security %s)", self._server, smtp.security.value)
-        try:
-            reader, writer = await _within(
-                smtp.timeout, asyncio.open_connection(smtp.host, smtp.effective_port)
-            )
-        except OSError as error:
-            client = self.new_client(logger)
-            client.connection_failed(error)
-            event = client.next_event()
-        else:
-            connection = _Connection(reader, writer, self)
-            try:
-                connection.client.connected(str(writer.get_extra_info("sockname")[0]))
-                event = await connection.next_event()
-            except BaseException:
-                writer.transport.abort()
-                raise
-            if isinstance(event, Ready):
-                logger.debug("connected to %s (security %s)", self._server, smtp.security.value)
-                return connection
-            await connection.close()
-        assert isinstance(event, Failed)  # noqa: S101 - setting up ends in Ready or Failed
-        raise event.error
-
-    # --- the transactions ---
+            await self._drive(self._quit(slot.connection))
 
     @override
     async def deliver(self, envelope: Envelope) -> Delivery:
         """One SMTP transaction on a kept connection or a new one."""
         single = _AsyncSingle(envelope)
-        await self._stream(single, logged=False)
+        await self._drive(self._stream(single, logged=False), single)
         return single.result()
 
     @override
     async def _deliver_feed(self, feed: AsyncFeed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
         async with self._slot():
-            await self._stream(feed, logged=True)
+            await self._drive(self._stream(feed, logged=True), feed)
 
-    async def _stream(self, feed: AsyncFeed, *, logged: bool) -> None:
-        """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
-        lane = Lane()
-        dry = False
-        while not dry and (envelope := lane.again() or await feed.next()):
-            self._is_open = True  # close() runs when the outermost block ends
-            try:
-                slot = await self._checkout()
-            except DeliveryError as error:
-                self.settle(feed, envelope, error, logged=logged)
-                continue
-            broken = True
-            try:
-                dry = await self._run(slot, envelope, lane, feed, logged=logged)
-                broken = slot.connection.closed
-            finally:
-                await self._checkin(slot, broken=broken)
+    async def _drive(self, steps: Steps[T], feed: AsyncFeed | None = None) -> T:
+        """Run ``steps`` to their end on the event loop (see `_Run`)."""
+        return await _Run(self, steps, feed, ASYNC_PACER.get()).result()
 
-    async def _run(
-        self,
-        slot: Slot[_Connection],
-        envelope: Envelope,
-        lane: Lane,
-        feed: AsyncFeed,
-        *,
-        logged: bool,
-    ) -> bool:
-        """Send ``envelope``, then what ``feed`` has, over one connection until the feed
-        is dry (True) or the connection must go (False)."""
-        connection = slot.connection
+    async def _wait_for(
+        self, request: object, feed: AsyncFeed | None, pacer: AsyncPacer | None
+    ) -> object:
+        """Await what ``request`` asks (see ``notifymail.transport._driver``); its result."""
+        if request is TAKE:
+            assert feed is not None  # noqa: S101 - only a stream takes, and it has a feed
+            return await feed.next()
+        if isinstance(request, Write):  # written; the buffer is full
+            await _within(self.smtp.timeout, request.connection.writable())
+        elif isinstance(request, Pace):
+            assert pacer is not None  # noqa: S101 - a Pace waits only on a pacer
+            while wait := pacer.reserve(request.recipients):
+                await pacer.wait(wait)
+        elif request is ACQUIRE:
+            vacancy = self._vacancy()
+            async with vacancy:
+                expired = self._pool.expired()
+                while (got := self._pool.acquire()) is False:
+                    await vacancy.wait()
+            return expired, got
+        elif isinstance(request, Checkin):
+            kept = self._pool.release(request.slot, broken=request.broken)
+            await self._notify()
+            return kept
+        elif request is FREED:
+            self._pool.open_failed()
+            await self._notify()
+        elif request is OPEN:
+            return await self._connect_link()
+        elif isinstance(request, Secure):
+            assert self._ssl_context is not None  # noqa: S101 - security other than none has one
+            await _within(self.smtp.timeout, request.connection.start_tls(self._ssl_context))
+        elif isinstance(request, Close):
+            await request.connection.close(abort=request.abort)
+        else:
+            raise AssertionError(f"no such request: {request!r}")
+        return None
 
-        async def ahead() -> None:
-            if self._pool.has_room(slot) and (later := feed.ready()):
-                await self._start(slot, later, lane)
+    def _vacancy(self) -> asyncio.Condition:
+        if self._condition is None:
+            self._condition = asyncio.Condition()
+        return self._condition
 
-        await self._start(slot, envelope, lane)
-        while lane.busy:
-            event = await connection.next_event(ahead, feed.prepare)
-            assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
-            if (settled := lane.ended(event)) is not None:
-                self.settle(feed, *settled, logged=logged)
-            else:
-                logger.debug("%s closed the kept connection; sending again", self._server)
-            if lane.busy or connection.closed or not self._pool.has_room(slot):
-                continue
-            if (later := await feed.next()) is None:
-                return True
-            await self._start(slot, later, lane)
-        return False
+    async def _notify(self) -> None:
+        vacancy = self._vacancy()
+        async with vacancy:
+            vacancy.notify()
 
-    async def _start(self, slot: Slot[_Connection], envelope: Envelope, lane: Lane) -> None:
-        lane.started(envelope)
-        slot.messages += 1
-        if slot.connection.client.mail(envelope):
-            await self._apace(len(envelope.recipients))
+    async def _connect_link(self) -> _Link:
+        smtp = self.smtp
+        loop = asyncio.get_running_loop()
+        client = self.new_client()
+        transport, link = await _within(
+            smtp.timeout,
+            loop.create_connection(lambda: _Link(client, loop), smtp.host, smtp.effective_port),
+        )
+        try:
+            client.connected(str(transport.get_extra_info("sockname")[0]))
+        except BaseException:
+            transport.abort()
+            raise
+        return link
 
 
 class _AsyncSingle(Single):

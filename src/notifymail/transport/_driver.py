@@ -1,0 +1,395 @@
+"""What both SMTP drivers do, written once, as generators of the I/O they need.
+
+The protocol core keeps SMTP free of I/O; this module does the same one level up, for
+the work around the core: take an envelope from the feed, check a connection out of
+the pool (opening, securing and logging in a new one), start the transaction paced by
+the throttle, write what the core has to send, read within its deadline, hand over to
+TLS when told, settle each outcome, queue the next envelope behind the message in
+flight where the server pipelines, and check the connection back in.
+
+Every step that waits is yielded as a request (`Write`, `Read`, `TAKE`, ...) and the
+generator is resumed with its result, or with the exception it raised. The blocking
+driver performs each request with a socket and a ``threading.Condition``; the asyncio
+driver performs on the spot each one that needs no waiting, inside the callback that
+received a reply if need be, and awaits the others. A generator is always run to its
+end (an exception is thrown into it, never ``close``), so its ``finally`` steps
+(checking a connection back in) are performed too.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import Callable, Generator
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
+
+from typing_extensions import override
+
+from notifymail.errors import ConfigError, DeliveryError
+from notifymail.protocol import (
+    NEED_DATA,
+    Delivered,
+    Event,
+    Failed,
+    Ready,
+    SmtpClient,
+    StartTls,
+    State,
+    check_options,
+)
+from notifymail.settings import Security, SmtpSettings
+from notifymail.transport._pool import Lane, Limits, Pool, Slot
+from notifymail.transport.base import AsyncFeed, Feed, _Lifecycle
+from notifymail.values import Delivery, Envelope
+
+__all__ = [
+    "ACQUIRE",
+    "FREED",
+    "OPEN",
+    "TAKE",
+    "Checkin",
+    "Close",
+    "Connection",
+    "Pace",
+    "Read",
+    "Secure",
+    "SmtpDriver",
+    "Steps",
+    "Write",
+    "default_ssl_context",
+]
+
+
+class Connection(Protocol):
+    """What the steps need of a driver's connection: the core speaking over it."""
+
+    client: SmtpClient
+
+
+C = TypeVar("C", bound=Connection)
+T = TypeVar("T")
+
+# A generator of requests, resumed with each one's result; it returns a T.
+Steps: TypeAlias = Generator[Any, Any, T]
+
+
+@dataclass(frozen=True, slots=True)
+class Write(Generic[C]):
+    """Write ``connection.client.data_to_send()``, taken straight from the core: AUTH's
+    bytes then sit in no variable a traceback keeps."""
+
+    connection: C
+
+
+@dataclass(frozen=True, slots=True)
+class Read(Generic[C]):
+    """What the server sent next on ``connection`` (b"" once it closed), within
+    ``seconds``, else TimeoutError."""
+
+    connection: C
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Secure(Generic[C]):
+    """Wrap ``connection`` in TLS (the core said ``StartTls``), or raise an OSError."""
+
+    connection: C
+
+
+@dataclass(frozen=True, slots=True)
+class Close(Generic[C]):
+    """Close ``connection``; a TLS goodbye is awaited within the timeout at most, unless
+    ``abort`` (an exception is on its way: close at once)."""
+
+    connection: C
+    abort: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkin(Generic[C]):
+    """Give ``slot`` back to the pool; True when it is kept for the next envelope."""
+
+    slot: Slot[C]
+    broken: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Pace:
+    """Wait until ``recipients`` more fit the sending mailer's throttle, if it has one."""
+
+    recipients: int
+
+
+class _Named:
+    """A request with nothing to say but its name."""
+
+    __slots__ = ("_name",)
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    @override
+    def __repr__(self) -> str:
+        return self._name
+
+
+TAKE = _Named("TAKE")  # the feed's next envelope (it may wait), or None
+ACQUIRE = _Named("ACQUIRE")  # the idle slots to close, then acquire's answer once not False
+OPEN = _Named("OPEN")  # a new connection, its core told ``connected``; or an OSError
+FREED = _Named("FREED")  # opening the connection ACQUIRE allowed failed: free its place
+
+
+def default_ssl_context(cafile: str | None) -> ssl.SSLContext:
+    """``ssl.create_default_context`` with ``cafile``, or a ConfigError naming it."""
+    try:
+        return ssl.create_default_context(cafile=cafile)
+    except (OSError, ssl.SSLError) as error:
+        reason = error.strerror or str(error)
+        raise ConfigError(
+            f"cafile: {cafile!r} cannot be loaded as a PEM bundle: {reason}", field="cafile"
+        ) from None
+
+
+class SmtpDriver(_Lifecycle, Generic[C]):
+    """What both SMTP transports are given and do alike: the settings, the TLS context,
+    the EHLO name and the OAuth2 token checked once; the pool of connections (``C``);
+    the core each connection speaks; and the steps from envelopes to outcomes."""
+
+    paces_at_the_wire: ClassVar[bool] = True
+    _limits: ClassVar[Limits] = Limits()
+    _logger: ClassVar[logging.Logger]
+
+    def __init__(
+        self,
+        smtp: SmtpSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+        oauth2_token: Callable[[], str] | None = None,
+    ) -> None:
+        check_options(smtp, local_hostname=local_hostname, oauth2_token=oauth2_token)
+        self.smtp = smtp
+        self._local_hostname = local_hostname
+        self._oauth2_token = oauth2_token
+        self._ssl_context = ssl_context
+        if ssl_context is None and smtp.security is not Security.NONE:
+            self._ssl_context = default_ssl_context(smtp.cafile)
+        self._pool: Pool[C] = Pool(smtp.max_connections, self._limits)
+
+    @override
+    def __repr__(self) -> str:
+        smtp = self.smtp
+        name = type(self).__name__
+        return f"{name}({smtp.host}:{smtp.effective_port}, security={smtp.security.value})"
+
+    @property
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context in use (``None`` under ``Security.NONE`` without one given)."""
+        return self._ssl_context
+
+    @property
+    @override
+    def concurrency(self) -> int:
+        """``smtp.max_connections``: how many envelopes go out at once."""
+        return self.smtp.max_connections
+
+    @property
+    def _server(self) -> str:
+        return f"{self.smtp.host}:{self.smtp.effective_port}"
+
+    def new_client(self) -> SmtpClient:
+        """The protocol core for a new connection."""
+        return SmtpClient(
+            self.smtp,
+            local_hostname=self._local_hostname,
+            oauth2_token=self._oauth2_token,
+            logger=self._logger,
+        )
+
+    # --- the steps ---
+
+    def _open(self) -> Steps[None]:
+        """Connect, secure and log in, unless a connection is already open."""
+        slot = yield from self._checkout()
+        yield from self._checkin(slot, broken=False)
+
+    def _probe(self) -> Steps[bool]:
+        """Connect, secure and log in on a new connection, then QUIT."""
+        connection = yield from self._connect()
+        yield from self._quit(connection)
+        return True
+
+    def _stream(self, feed: Feed | AsyncFeed, *, logged: bool) -> Steps[None]:
+        """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
+        lane = Lane()
+        dry = False
+        while not dry and (envelope := lane.again() or (yield TAKE)):
+            self._is_open = True  # close() runs when the outermost block ends
+            try:
+                slot: Slot[C] = yield from self._checkout()
+            except DeliveryError as error:
+                self._settle(feed, envelope, error, logged=logged)
+                continue
+            broken = True
+            try:
+                dry = yield from self._run(slot, envelope, lane, feed, logged=logged)
+                broken = slot.connection.client.state is State.CLOSED
+            finally:
+                yield from self._checkin(slot, broken=broken)
+
+    def _run(
+        self,
+        slot: Slot[C],
+        envelope: Envelope,
+        lane: Lane,
+        feed: Feed | AsyncFeed,
+        *,
+        logged: bool,
+    ) -> Steps[bool]:
+        """Send ``envelope``, then what ``feed`` has, over one connection until the feed
+        is dry (True) or the connection must go (False)."""
+        client = slot.connection.client
+
+        def ahead() -> Steps[None]:
+            if self._pool.has_room(slot) and (later := feed.ready()):
+                yield from self._start(slot, later, lane)
+
+        yield from self._start(slot, envelope, lane)
+        while lane.busy:
+            event = yield from self._exchange(slot.connection, ahead, feed.prepare)
+            assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
+            if (settled := lane.ended(event)) is not None:
+                self._settle(feed, *settled, logged=logged)
+            else:
+                self._logger.debug("%s closed the kept connection; sending again", self._server)
+            if lane.busy or client.state is State.CLOSED or not self._pool.has_room(slot):
+                continue
+            if (later := (yield TAKE)) is None:
+                return True
+            yield from self._start(slot, later, lane)
+        return False
+
+    def _start(self, slot: Slot[C], envelope: Envelope, lane: Lane) -> Steps[None]:
+        lane.started(envelope)
+        slot.messages += 1
+        if slot.connection.client.mail(envelope):
+            yield Pace(len(envelope.recipients))
+
+    def _exchange(
+        self,
+        connection: C,
+        ahead: Callable[[], Steps[None]] | None = None,
+        idle: Callable[[], object] | None = None,
+    ) -> Steps[Event]:
+        """Write and read until the core has an event for the caller.
+
+        ``ahead`` runs when the core could queue the next envelope behind the message
+        it is about to send (``can_mail_ahead``), before that is written; ``idle`` is
+        called before each wait for the server.
+        """
+        client = connection.client
+        try:
+            while True:
+                if client.has_data_to_send:
+                    yield Write(connection)
+                event = client.next_event()
+                if event is NEED_DATA:
+                    if ahead is not None and client.can_mail_ahead:
+                        yield from ahead()
+                    if client.has_data_to_send:
+                        continue  # a reply led to a command: write it before reading
+                    if idle is not None:
+                        idle()
+                    time_left = client.time_left()
+                    if time_left <= 0:
+                        raise TimeoutError("timed out")
+                    client.receive_data((yield Read(connection, time_left)))
+                elif isinstance(event, StartTls):
+                    yield Secure(connection)
+                    client.tls_started()
+                else:
+                    return event
+        except OSError as error:  # timeouts, resets, TLS and certificate errors
+            client.connection_failed(error)
+            return client.next_event()
+
+    def _checkout(self) -> Steps[Slot[C]]:
+        """A kept connection, or a new one (connected, secured, logged in); waits while
+        ``max_connections`` are in use."""
+        expired, got = yield ACQUIRE
+        for stale in expired:
+            yield from self._quit(stale.connection)
+        if isinstance(got, Slot):
+            return got
+        try:
+            connection = yield from self._connect()
+        except BaseException:
+            yield FREED
+            raise
+        return self._pool.opened(connection)
+
+    def _checkin(self, slot: Slot[C], *, broken: bool) -> Steps[None]:
+        """Keep the connection for the next envelope, or close it (QUIT when it is in step)."""
+        if (yield Checkin(slot, broken=broken)):
+            return
+        if broken:
+            yield Close(slot.connection)
+        else:
+            self._logger.debug("%s: a connection served its time; closing it", self._server)
+            yield from self._quit(slot.connection)
+
+    def _connect(self) -> Steps[C]:
+        """A new connection, secured and logged in; or the DeliveryError that stopped it."""
+        smtp = self.smtp
+        self._logger.info("connecting to %s (security %s)", self._server, smtp.security.value)
+        try:
+            connection: C = yield OPEN
+        except OSError as error:
+            client = self.new_client()
+            client.connection_failed(error)
+            event = client.next_event()
+        else:
+            try:
+                event = yield from self._exchange(connection)
+            except BaseException:
+                yield Close(connection, abort=True)
+                raise
+            if isinstance(event, Ready):
+                self._logger.debug(
+                    "connected to %s (security %s)", self._server, smtp.security.value
+                )
+                return connection
+            yield Close(connection)
+        assert isinstance(event, Failed)  # noqa: S101 - setting up ends in Ready or Failed
+        raise event.error
+
+    def _quit(self, connection: C) -> Steps[None]:
+        """QUIT, wait for its reply within the timeout, close."""
+        try:
+            connection.client.quit()
+            yield from self._exchange(connection)
+        finally:
+            yield Close(connection)
+
+    def _close_all(self) -> Steps[None]:
+        """Say QUIT on every connection kept, and close them."""
+        for slot in self._pool.drain():
+            yield from self._quit(slot.connection)
+
+    def _settle(
+        self,
+        feed: Feed | AsyncFeed,
+        envelope: Envelope,
+        outcome: Delivery | DeliveryError,
+        *,
+        logged: bool,
+    ) -> None:
+        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it."""
+        if logged:
+            if isinstance(outcome, DeliveryError):
+                self._log_failure(envelope, outcome)
+            else:
+                self._log_delivery(outcome)
+        feed.done(envelope, outcome)
