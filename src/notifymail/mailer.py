@@ -436,24 +436,19 @@ class AsyncMailer(_Facade[AsyncTransport]):
         return await self.send(_test_message(to))
 
     async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
-        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+        """Check the active SMTP server (connect, TLS, login, quit) without sending, as
+        `Mailer.verify` does, on the event loop: no thread, no blocking call.
 
-        The check runs in a worker thread, off the event loop. A transport's
-        ``ssl_context``, when it has one, is used, so a private CA given to the transport
-        is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.AsyncTransport.probe]), so a private CA or an
+        OAuth2 token given to it counts here too; otherwise through an asyncio SMTP
+        transport for the settings.
         """
-        import ssl
-
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_async_transport, verify_smtp_async
 
         smtp = _active_smtp(self.settings)
-        context = getattr(self.transport, "ssl_context", None)
-        return await asyncio.to_thread(
-            verify_smtp,
-            smtp,
-            autocorrect=autocorrect,
-            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
-        )
+        result = await verify_async_transport(self.transport, smtp, autocorrect=autocorrect)
+        return await verify_smtp_async(smtp, autocorrect=autocorrect) if result is None else result
 
     async def _hand_over_all(
         self, envelopes: list[Envelope], suppressed: tuple[str, ...]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import ssl
 import sys
@@ -22,6 +23,7 @@ from typing_extensions import override
 
 from notifymail.errors import DeliveryError
 from notifymail.protocol import NEED_DATA, Delivered, Event, Failed, Ready, StartTls, State
+from notifymail.settings import Security
 from notifymail.transport._pool import Lane, Single, Slot
 from notifymail.transport.base import AsyncFeed, AsyncTransport
 from notifymail.transport.smtp import SmtpOptions
@@ -218,6 +220,23 @@ class AsyncSmtpTransport(SmtpOptions["_Connection"], AsyncTransport):
         """Say QUIT on every connection kept, and close them."""
         for slot in self._pool.drain():
             await slot.connection.quit()
+
+    @override
+    async def probe(self, security: Security | None = None) -> bool:
+        """Connect, secure and log in on a connection of its own, then QUIT; send nothing.
+
+        ``security`` tries another mode on the same server (``smtp.port``, or that
+        mode's default port when ``port`` is not set).
+        """
+        smtp = self.smtp if security is None else dataclasses.replace(self.smtp, security=security)
+        other = AsyncSmtpTransport(
+            smtp,
+            ssl_context=self._ssl_context,
+            local_hostname=self._local_hostname,
+            oauth2_token=self._oauth2_token,
+        )
+        await (await other._connect()).quit()
+        return True
 
     def _vacancy(self) -> asyncio.Condition:
         if self._condition is None:
