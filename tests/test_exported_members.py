@@ -200,3 +200,21 @@ def test_composing_a_message_loads_no_part_of_the_email_package() -> None:
         "print(sorted(m for m in sys.modules if m.partition('.')[0] == 'email'))\n"
     )
     assert printed_by(code) == ["[]"]
+
+
+def test_the_names_imported_on_first_use_resolve_from_a_zip_archive(tmp_path: Path) -> None:
+    import zipfile
+
+    package = Path(nm.__file__).parent
+    archive = tmp_path / "notifymail.zip"
+    with zipfile.ZipFile(archive, "w") as bundle:
+        for source in package.rglob("*.py"):
+            bundle.write(source, source.relative_to(package.parent).as_posix())
+    code = (
+        f"import sys; sys.path.insert(0, {str(archive)!r}); import notifymail; "
+        "assert '.zip' in notifymail.__file__, notifymail.__file__; "
+        "print(notifymail.Mailer.__module__, len(notifymail.__all__))"
+    )
+    command = [sys.executable, "-I", "-c", code]
+    result = subprocess.run(command, capture_output=True, text=True, check=True)  # noqa: S603
+    assert result.stdout.split() == ["notifymail.mailer", str(len(nm.__all__))]

@@ -9,13 +9,15 @@ re-export: ``from notifymail.module import Name as Name``. Names it imports at o
 written at the top; names it imports on first use, under ``if TYPE_CHECKING:``, a block
 that never runs. That block is read back from the ``__init__``'s own source, the first
 time a name is missing from the module: so the type checkers, ``__all__``, ``dir()``
-and the imports on first use all read the same lines. (A bundler that ships bytecode
-only must ship the ``__init__.py`` files too.)
+and the imports on first use all read the same lines. (The source is read through the
+package's loader, so a zip archive works; a bundler that ships bytecode only must ship
+the ``__init__.py`` files too.)
 """
 
 from __future__ import annotations
 
 import ast
+import linecache
 from collections.abc import Callable, MutableMapping
 from functools import cache
 from importlib import import_module
@@ -46,8 +48,11 @@ def lazy_exports(
 
     @cache
     def exports() -> dict[str, str]:
-        with open(namespace["__file__"], "rb") as source:
-            return re_exports(ast.parse(source.read()))
+        # The file, else what the package's loader has (a zip archive's source).
+        source = "".join(linecache.getlines(namespace["__file__"], dict(namespace)))
+        if not source:
+            raise ImportError(f"{package}: its __init__.py is needed to import its names")
+        return re_exports(ast.parse(source))
 
     def __getattr__(name: str) -> object:  # noqa: N807 - PEP 562
         if name == "__all__":
