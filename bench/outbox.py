@@ -7,7 +7,8 @@
    store alone (``SqliteOutbox.enqueue`` of envelopes already composed).
 2. drain: ``Mailer.deliver_queued`` emptying that outbox against a direct ``notify`` of
    the same notification on the same sink, in messages per second, on both sinks of
-   ``run.py``. Every envelope's outcome is committed (an fsync) before the next is sent.
+   ``run.py``. Every envelope's outcome is committed (``synchronous=NORMAL``: written,
+   not synced) before the next message's end of DATA; each lease of 50 is synced.
 3. file size: the outbox file per 1,000 envelopes, queued and after delivery.
 
 Rounds alternate between the contenders and the best round of each counts, as in

@@ -1,8 +1,8 @@
 """What only the asyncio driver promises: the event loop keeps running while it sends.
 
 A probe task ticks every 10 ms and records the longest gap between two ticks; it must
-stay under 50 ms while ``AsyncMailer.notify`` sends thousands of messages, or waits on a
-server that never answers. The objects the test session made before are frozen out of
+stay under 50 ms while ``AsyncMailer.notify`` sends thousands of messages, or while it
+or ``AsyncMailer.verify`` waits on a server that never answers. The objects the test session made before are frozen out of
 the garbage collector's way meanwhile: a full collection of a large test process's heap
 takes as long as the stall to catch, and would be the session's, not the driver's.
 """
@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 from collections.abc import Awaitable
+from typing import TypeVar
 
 import pytest
 
@@ -23,8 +25,10 @@ SENDER = nm.SenderSettings(from_address="alerts@example.com")
 TICK = 0.010
 STALL = 0.050
 
+T = TypeVar("T")
 
-async def longest_stall(work: Awaitable[nm.DeliveryReport]) -> tuple[float, nm.DeliveryReport]:
+
+async def longest_stall(work: Awaitable[T]) -> tuple[float, T]:
     """Run ``work`` beside a task that ticks every 10 ms; the longest gap between ticks."""
     gaps: list[float] = []
     done = asyncio.Event()
@@ -86,6 +90,52 @@ def test_the_loop_never_stalls_while_notify_waits_on_a_server_that_never_answers
     assert all(error.retryable for error in report.failed.values())
     assert time.monotonic() - started < 3.0  # 4 connections wait at once, never 8 in turn
     assert stall < STALL, f"the event loop stalled for {stall * 1000:.0f} ms"
+
+
+async def verify_counting_threads(
+    mailer: nm.AsyncMailer,
+) -> tuple[float, nm.VerifyResult, set[threading.Thread]]:
+    """``verify(autocorrect=True)`` beside the ticking task: the longest stall, the
+    result, and the threads that appeared meanwhile. A worker thread (``to_thread``)
+    would still be alive afterwards, idle in the loop's pool."""
+    before = set(threading.enumerate())
+    stall, result = await longest_stall(mailer.verify(autocorrect=True))
+    return stall, result, set(threading.enumerate()) - before
+
+
+NO_ANSWER = dict.fromkeys(("host", "port"), "Wrong host or port (no answer within 0.2 s)")
+
+
+@pytest.mark.parametrize("greeting", [None, b"220 mail.test ESMTP\r\n"])
+def test_the_loop_never_stalls_while_verify_waits_on_a_server_that_never_answers(
+    silent_server, client_tls, greeting
+):
+    server = silent_server(greeting)
+    smtp = server.settings(timeout=0.2)
+    transport = nm.AsyncSmtpTransport(smtp, ssl_context=client_tls)
+    mailer = nm.AsyncMailer(settings(smtp), transport=transport)
+
+    # Every mode in turn (plain, TLS, STARTTLS, SSL), each waiting out the timeout.
+    stall, result, new_threads = asyncio.run(verify_counting_threads(mailer))
+
+    assert dict(result.errors) == NO_ANSWER
+    assert len(server.accepted) == 4  # one connection per mode
+    assert new_threads == set()
+    assert stall < STALL, f"the event loop stalled for {stall * 1000:.0f} ms"
+
+
+def test_verify_starts_no_thread_when_it_checks_the_settings_server_itself(silent_server):
+    server = silent_server(b"220 mail.test ESMTP\r\n")
+    # A memory transport has nothing to check: verify checks the settings' server.
+    mailer = nm.AsyncMailer(
+        settings(server.settings(timeout=0.2)), transport=nm.AsyncMemoryTransport()
+    )
+
+    _, result, new_threads = asyncio.run(verify_counting_threads(mailer))
+
+    assert dict(result.errors) == NO_ANSWER
+    assert len(server.accepted) == 4
+    assert new_threads == set()
 
 
 def test_a_cancelled_notify_closes_its_connections_and_frees_them(silent_server):

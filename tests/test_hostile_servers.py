@@ -250,15 +250,15 @@ def test_xoauth2_logs_in_with_the_token_of_the_moment_and_never_the_password(
 
 
 def test_verify_through_the_mailer_logs_in_with_its_transports_oauth2_token(
-    smtp_server, server_tls, client_tls
+    smtp_server, server_tls, client_tls, driver
 ):
     handler = OAuth2Handler(tokens={"robot": TOKEN})
     server = smtp_server(starttls=server_tls, users={"robot": PASSWORD}, handler=handler)
     smtp = server.settings(username="robot", password=PASSWORD)
     settings = nm.EmailSettings(sender=SENDER, smtp=smtp)
-    transport = nm.SmtpTransport(smtp, ssl_context=client_tls, oauth2_token=lambda: TOKEN)
+    transport = driver.transport(smtp, ssl_context=client_tls, oauth2_token=lambda: TOKEN)
 
-    result = nm.Mailer(settings, transport=transport).verify()
+    result = driver.mailer(settings, transport=transport).verify()
 
     assert result.ok
     assert [login.mechanism for login in handler.logins] == ["XOAUTH2"]

@@ -36,12 +36,21 @@ class TakingHandler:
     and will never see the reply. The server has the message either way.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, pipelining: bool = False) -> None:
+        self.pipelining = pipelining
         self.lock = threading.Lock()
         self.taken: Counter[str] = Counter()
         self.by_worker: Counter[str] = Counter()
         self.hold = threading.Event()
         self.holding = threading.Event()
+
+    async def handle_EHLO(  # noqa: N802
+        self, server: Any, session: Any, envelope: Any, hostname: str, responses: list[str]
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.pipelining:  # the next message's commands then go out behind the last's
+            return [responses[0], "250-PIPELINING", *responses[1:]]
+        return responses
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         with self.lock:
@@ -59,9 +68,9 @@ class TakingHandler:
             return sum(self.taken.values())
 
 
-@pytest.fixture
-def server() -> Iterator[tuple[TakingHandler, int]]:
-    handler = TakingHandler()
+@pytest.fixture(params=["one message at a time", "pipelining"])
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[TakingHandler, int]]:
+    handler = TakingHandler(pipelining=request.param == "pipelining")
     controller = Controller(
         handler, hostname=HOST, port=free_port(), server_hostname="mail.test", ready_timeout=5
     )

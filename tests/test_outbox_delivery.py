@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -343,17 +343,25 @@ class ThreadNoting(nm.SqliteOutbox):
 
     threads: set[int]
 
-    def enqueue(self, envelopes: Sequence[nm.Envelope], *, key: str) -> nm.Queued:
+    def enqueue(
+        self, envelopes: Sequence[nm.Envelope], *, key: str, notification: bool = False
+    ) -> nm.Queued:
         self.threads.add(threading.get_ident())
-        return super().enqueue(envelopes, key=key)
+        return super().enqueue(envelopes, key=key, notification=notification)
 
     def claim(self, limit: int) -> list[Claim]:
         self.threads.add(threading.get_ident())
         return super().claim(limit)
 
-    def settle(self, claim: Claim, result: nm.Delivery | nm.DeliveryError) -> Settled:
+    def settle(
+        self,
+        claim: Claim,
+        result: nm.Delivery | nm.DeliveryError | None,
+        *,
+        suppressed: Collection[str] = (),
+    ) -> Settled:
         self.threads.add(threading.get_ident())
-        return super().settle(claim, result)
+        return super().settle(claim, result, suppressed=suppressed)
 
 
 def test_async_mailer_enqueues_and_delivers_with_the_outbox_off_the_event_loop(

@@ -188,6 +188,8 @@ async def async_mailer_usage(settings: nm.EmailSettings) -> list[nm.DeliveryRepo
         assert people or reports
         result: nm.VerifyResult = await mailer.verify(autocorrect=True)
         assert result.ok or result.errors
+        checked: bool = await transport.probe(nm.Security.STARTTLS)
+        assert isinstance(checked, bool)
     return reports
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "Dispatch",
     "HandOver",
     "Handed",
+    "Handing",
     "Suppressions",
     "Tally",
     "Throttle",
@@ -102,6 +103,8 @@ class Handed:
     """What became of one envelope's recipients once `hand_over` is done with it.
 
     ``error`` is the last error when no recipient of the last attempt accepted, else None.
+    ``suppressed``: recipients left out at delivery time (an outbox's envelope whose
+    recipients joined the suppression list after it was enqueued).
     """
 
     deliveries: tuple[Delivery, ...]
@@ -109,6 +112,7 @@ class Handed:
     refused: Mapping[str, Reply]
     failed: Mapping[str, DeliveryError]
     error: DeliveryError | None
+    suppressed: tuple[str, ...] = ()
 
 
 HandOver = Generator[Attempt, "Delivery | DeliveryError", Handed]
@@ -196,7 +200,7 @@ class Tally:
     """
 
     def __init__(self, suppressed: Iterable[str] = ()) -> None:
-        self._suppressed = tuple(suppressed)
+        self._suppressed = dict.fromkeys(suppressed)
         self._lock = threading.Lock()
         self._deliveries: list[Delivery] = []
         self._accepted: dict[str, None] = {}
@@ -210,6 +214,7 @@ class Tally:
             self._accepted.update(dict.fromkeys(handed.accepted))
             self._refused.update(handed.refused)
             self._failed.update(handed.failed)
+            self._suppressed.update(dict.fromkeys(handed.suppressed))
 
     def report(self) -> DeliveryReport:
         """The report of everything recorded so far."""
@@ -219,7 +224,7 @@ class Tally:
                 accepted=tuple(self._accepted),
                 refused=self._refused,
                 failed=self._failed,
-                suppressed=self._suppressed,
+                suppressed=tuple(self._suppressed),
             )
 
 
@@ -350,6 +355,20 @@ def send_report(handed: Handed) -> DeliveryReport:
     tally = Tally()
     tally.add(handed)
     return tally.report()
+
+
+class Handing(Protocol):
+    """What a mailer's feed hands out to its transport's connections, and tells what
+    became of each envelope: a notification's `Dispatch`, or a batch of envelopes an
+    outbox leased (``_drain.Claimed``)."""
+
+    def take(self, now: float, *, ready_only: bool) -> Attempt | None: ...
+
+    def give_back(self, envelope: Envelope) -> None: ...
+
+    def peek(self) -> Envelope | None: ...
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None: ...
 
 
 class Dispatch:

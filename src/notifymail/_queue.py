@@ -10,7 +10,7 @@ envelope's outcome. ``backoff`` is the retry schedule every store follows.
 from __future__ import annotations
 
 import random as _random
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -77,25 +77,30 @@ class Outbox(Protocol):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Claim:
     """An envelope a worker holds under a lease: ``envelope`` has only the recipients
-    still to deliver; ``attempt`` is 1 for the first try."""
+    still to deliver; ``attempt`` is 1 for the first try. ``notification``: the
+    envelope is a notification's, which the suppression list applies to (system mail
+    it does not)."""
 
     id: str
     envelope: Envelope
     attempt: int
+    notification: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settled:
     """What recording one attempt's outcome decided, per recipient.
 
-    ``accepted``, ``refused`` (a final 5xx) and ``failed`` (dead: a final error, or
-    ``max_lifetime`` reached) are done; ``deferred`` will be tried again.
+    ``accepted``, ``refused`` (a final 5xx), ``failed`` (dead: a final error, or
+    ``max_lifetime`` reached) and ``suppressed`` (on the suppression list when it was
+    their turn: never sent, never tried again) are done; ``deferred`` will be tried again.
     """
 
     accepted: tuple[str, ...] = ()
     refused: Mapping[str, Reply] = field(default_factory=dict)
     failed: Mapping[str, DeliveryError] = field(default_factory=dict)
     deferred: tuple[str, ...] = ()
+    suppressed: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "refused", MappingProxyType(dict(self.refused)))
@@ -106,6 +111,14 @@ class Settled:
 class DeliveryQueue(Outbox, Protocol):
     """An outbox that workers claim envelopes from, one lease per envelope."""
 
+    def enqueue(
+        self, envelopes: Sequence[Envelope], *, key: str, notification: bool = False
+    ) -> Queued:
+        """Store ``envelopes`` under ``key``, all or none; ``notification`` says that
+        they are a notification's, to be checked against the suppression list again
+        when delivered (see `Claim`)."""
+        ...
+
     def claim(self, limit: int) -> list[Claim]:
         """Lease up to ``limit`` envelopes that are due; no other worker gets them."""
         ...
@@ -114,8 +127,19 @@ class DeliveryQueue(Outbox, Protocol):
         """Whether this worker's lease on ``claim`` is still good: check before sending."""
         ...
 
-    def settle(self, claim: Claim, result: Delivery | DeliveryError) -> Settled:
-        """Record, durably, what one attempt did, and decide what comes next."""
+    def settle(
+        self,
+        claim: Claim,
+        result: Delivery | DeliveryError | None,
+        *,
+        suppressed: Collection[str] = (),
+    ) -> Settled:
+        """Record, durably, what one attempt did, and decide what comes next.
+
+        ``suppressed``: recipients of the claim left out because they were on the
+        suppression list at delivery time; they are done. ``result`` is None when
+        nothing was sent (every recipient was suppressed).
+        """
         ...
 
     def release(self, claims: Iterable[Claim]) -> None:

@@ -34,6 +34,7 @@ __all__ = [
 APPLICATION_ID = int.from_bytes(b"NtfM", "big")
 # The layout of the file as a whole (`PRAGMA user_version`); a newer one is refused.
 FILE_VERSION = 1
+PAGE_SIZE = 1024  # bytes; see _prepare
 BUSY_TIMEOUT = 30.0  # seconds a connection waits for another process's write to end
 
 _HEADER = b"SQLite format 3\x00"
@@ -95,7 +96,8 @@ def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite
 
     ``schema`` holds ``CREATE ... IF NOT EXISTS`` statements for the caller's own tables;
     other components' tables in the same file are left alone. The connection is in
-    autocommit mode (use ``transaction``), WAL, ``synchronous=FULL``, may be used
+    autocommit mode (use ``transaction``), WAL, ``synchronous=FULL`` (a caller may
+    relax it for its own commits), 1 KiB pages in a new file, may be used
     from any thread (the caller serialises its use), and waits for other writers.
     """
     name = os.fspath(path)
@@ -171,6 +173,9 @@ def _prepare(connection: sqlite3.Connection, path: str, schema: Sequence[str]) -
         problems = [row[0] for row in connection.execute("PRAGMA quick_check")]
         if problems != ["ok"]:
             raise _corrupt(path, problems[0])
+        # Small pages for a new file (an existing one keeps its own): an outbox commits
+        # every envelope's outcome, and a commit writes each page it changes in full.
+        connection.execute(f"PRAGMA page_size = {PAGE_SIZE}")
         (mode,) = connection.execute("PRAGMA journal_mode = WAL").fetchone()
         if mode != "wal":
             raise ConfigError(

@@ -7,6 +7,7 @@ hand over (transport), retrying and pacing the hand-over by the rules of the sha
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 import uuid
@@ -23,6 +24,7 @@ from notifymail._delivery import (
     DeliveryReport,
     Dispatch,
     Handed,
+    Handing,
     Suppressions,
     Tally,
     Throttle,
@@ -32,7 +34,7 @@ from notifymail._delivery import (
     send_report,
     split_suppressed,
 )
-from notifymail._drain import Drain, StoreCall, advance, drain
+from notifymail._drain import Claimed, Drain, Send, advance, drain
 from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
@@ -136,7 +138,11 @@ class _Facade(Generic[_T]):
             envelopes = compose_notification(item, self.settings.active_sender, batches)
         else:
             raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
-        return outbox.enqueue(envelopes, key=uuid.uuid4().hex if key is None else key)
+        key = uuid.uuid4().hex if key is None else key
+        if isinstance(outbox, DeliveryQueue):  # delivered by deliver_queued, which asks
+            notification = isinstance(item, Notification)  # the suppression list again
+            return outbox.enqueue(envelopes, key=key, notification=notification)
+        return outbox.enqueue(envelopes, key=key)
 
     def _drain(self, limit: int | None) -> Drain:
         """The plan of a ``deliver_queued`` (see `drain`)."""
@@ -149,7 +155,7 @@ class _Facade(Generic[_T]):
             )
         if limit is not None and limit < 0:
             raise ValueError(f"deliver_queued: limit must be >= 0, not {limit!r}")
-        return drain(queue, limit, None if self.suppressions is None else self.suppressions.add)
+        return drain(queue, limit, self.suppressions)
 
     def _outbox(self) -> Outbox:
         if self.outbox is None:
@@ -252,14 +258,18 @@ class Mailer(_Facade[Transport]):
 
         Each envelope is claimed under a lease (no other worker gets it), tried once
         through this mailer's transport and throttle, and its outcome committed before
-        the next envelope is sent: one at a time, whatever the transport's concurrency.
-        The outbox decides what comes next: accepted and 5xx-refused recipients are done,
-        retryable failures wait by its backoff, and recipients past ``max_lifetime`` are
-        dead. While the server is unreachable (no connection, or 421) the rest of the
-        batch is deferred unsent, as Postfix does.
+        the next message's end of DATA is sent: on one connection, whatever the
+        transport's concurrency, the next message's commands pipelined behind the one
+        before it when the server offers PIPELINING. The outbox decides what comes next:
+        accepted and 5xx-refused recipients are done, retryable failures wait by its
+        backoff, and recipients past ``max_lifetime`` are dead. While the server is
+        unreachable (no connection, or 421) the rest of the batch is deferred unsent,
+        as Postfix does. With ``suppressions``, recipients on the list now are left out
+        (an envelope with no one left is settled without being sent) and done with.
 
-        Returns what happened in this call: ``accepted``, ``refused`` (final) and
-        ``failed`` (dead); recipients deferred for a later attempt are in none of them.
+        Returns what happened in this call: ``accepted``, ``refused`` (final),
+        ``failed`` (dead) and ``suppressed``; recipients deferred for a later attempt
+        are in none of them.
         """
         plan = self._drain(limit)
         answer: object = None
@@ -268,8 +278,8 @@ class Mailer(_Facade[Transport]):
             while not isinstance(step := advance(plan, answer, error), DeliveryReport):
                 answer, error = None, None
                 try:
-                    if isinstance(step, Attempt):
-                        answer = self._attempt(step.envelope)
+                    if isinstance(step, Send):
+                        self._send_batch(step.batch)
                     else:
                         answer = step.call()
                 except BaseException as raised:
@@ -305,6 +315,11 @@ class Mailer(_Facade[Transport]):
         _in_threads(lambda: self.transport._send_feed(feed), workers, dispatch.close)
         self._record_all_hard_bounces(dispatch.handed)
         return _report(dispatch.handed, suppressed)
+
+    def _send_batch(self, batch: Claimed) -> None:
+        """Hand a batch of the outbox's envelopes over on one connection, in this thread;
+        the batch records each outcome as the transport reports it."""
+        self.transport._send_feed(_Feed(batch, self._throttle, self._clock, self._sleep))
 
     def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
@@ -414,8 +429,10 @@ class AsyncMailer(_Facade[AsyncTransport]):
 
     async def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
         """Deliver what is due in the outbox, as
-        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does; the
-        outbox's calls run in a thread, the attempts on the loop."""
+        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does, but one
+        envelope at a time (no pipelining across messages: each outcome is committed in
+        a thread before the next is sent); the outbox's and the suppression list's
+        calls run in a thread, the attempts on the loop."""
         plan = self._drain(limit)
         answer: object = None
         error: BaseException | None = None
@@ -423,10 +440,10 @@ class AsyncMailer(_Facade[AsyncTransport]):
             while not isinstance(step := advance(plan, answer, error), DeliveryReport):
                 answer, error = None, None
                 try:
-                    if isinstance(step, Attempt):
-                        answer = await self._attempt(step.envelope)
+                    if isinstance(step, Send):
+                        await self._send_batch(step.batch)
                     else:
-                        answer = await _in_thread(step)
+                        answer = await _in_thread(step.call)
                 except BaseException as raised:
                     error = raised
         return step
@@ -436,24 +453,19 @@ class AsyncMailer(_Facade[AsyncTransport]):
         return await self.send(_test_message(to))
 
     async def verify(self, *, autocorrect: bool = False) -> VerifyResult:
-        """Check the active SMTP server (connect, TLS, login, quit) without sending.
+        """Check the active SMTP server (connect, TLS, login, quit) without sending, as
+        `Mailer.verify` does, on the event loop: no thread, no blocking call.
 
-        The check runs in a worker thread, off the event loop. A transport's
-        ``ssl_context``, when it has one, is used, so a private CA given to the transport
-        is trusted here too.
+        The check goes through the mailer's transport when it has a server to check
+        ([`probe`][notifymail.transport.base.AsyncTransport.probe]), so a private CA or an
+        OAuth2 token given to it counts here too; otherwise through an asyncio SMTP
+        transport for the settings.
         """
-        import ssl
-
-        from notifymail.verify import verify_smtp
+        from notifymail.verify import verify_async_transport, verify_smtp_async
 
         smtp = _active_smtp(self.settings)
-        context = getattr(self.transport, "ssl_context", None)
-        return await asyncio.to_thread(
-            verify_smtp,
-            smtp,
-            autocorrect=autocorrect,
-            ssl_context=context if isinstance(context, ssl.SSLContext) else None,
-        )
+        result = await verify_async_transport(self.transport, smtp, autocorrect=autocorrect)
+        return await verify_smtp_async(smtp, autocorrect=autocorrect) if result is None else result
 
     async def _hand_over_all(
         self, envelopes: list[Envelope], suppressed: tuple[str, ...]
@@ -467,6 +479,16 @@ class AsyncMailer(_Facade[AsyncTransport]):
         if bounced and self.suppressions is not None:
             await asyncio.to_thread(self._record_all_hard_bounces, bounced)
         return _report(dispatch.handed, suppressed)
+
+    async def _send_batch(self, batch: Claimed) -> None:
+        """Hand a batch of the outbox's envelopes over one at a time; the batch's calls
+        (lease, outcome, suppression list) run in a thread."""
+        attempt = await _in_thread(functools.partial(batch.take, self._clock(), ready_only=False))
+        while isinstance(attempt, Attempt):
+            outcome = await self._attempt(attempt.envelope)
+            attempt = await _in_thread(
+                functools.partial(batch.follow, attempt.envelope, outcome, self._clock())
+            )
 
     async def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
@@ -549,13 +571,13 @@ class _AsyncPacer(_Reservations):
 
 
 class _FeedBase:
-    """A notification's `Dispatch` as the transport sees it: envelopes to take, outcomes
-    to report. The throttle admits an envelope's recipients when its connection takes it,
-    right before its MAIL FROM is written, and counts them until a second after it is
-    done with (`Throttle.finish`)."""
+    """A notification's `Dispatch` (or a batch of the outbox's envelopes) as the
+    transport sees it: envelopes to take, outcomes to report. The throttle admits an
+    envelope's recipients when its connection takes it, right before its MAIL FROM is
+    written, and counts them until a second after it is done with (`Throttle.finish`)."""
 
     def __init__(
-        self, dispatch: Dispatch, throttle: Throttle | None, clock: Callable[[], float]
+        self, dispatch: Handing, throttle: Throttle | None, clock: Callable[[], float]
     ) -> None:
         self._dispatch = dispatch
         self._throttle = throttle
@@ -594,7 +616,7 @@ class _Feed(_FeedBase):
 
     def __init__(
         self,
-        dispatch: Dispatch,
+        dispatch: Handing,
         throttle: Throttle | None,
         clock: Callable[[], float],
         sleep: Callable[[float], object],
@@ -688,10 +710,10 @@ async def _in_tasks(work: list[Coroutine[Any, Any, None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _in_thread(step: StoreCall) -> object:
+async def _in_thread(function: Callable[[], object]) -> object:
     """Run an outbox call in a thread; a cancelled caller still waits for it to end, so
     that the outbox is never used by two calls at once behind the plan's back."""
-    call = asyncio.ensure_future(asyncio.to_thread(step.call))
+    call = asyncio.ensure_future(asyncio.to_thread(function))
     try:
         return await asyncio.shield(call)
     except asyncio.CancelledError:

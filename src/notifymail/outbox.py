@@ -3,12 +3,16 @@ SMTP outage or a crash.
 
 The host hands a notification to the outbox and returns at once; a worker delivers it,
 retrying for as long as the outbox says (doubling delays with jitter, as Postfix's queue
-does). Each envelope's outcome is committed before the next one is sent, so a worker
-killed at any instant can repeat at most the one envelope whose end of DATA had gone out
-and whose outcome was not yet on disk; accepted recipients are never tried again.
+does). Each envelope's outcome is committed before the next one's end of DATA is sent,
+so a worker killed at any instant can repeat at most the one envelope whose end of DATA
+had gone out and whose outcome was not yet committed; accepted recipients are never
+tried again.
 
-``SqliteOutbox`` is the embedded store: one SQLite file (WAL, ``synchronous=FULL``),
-shared safely by several processes on one machine.
+``SqliteOutbox`` is the embedded store: one SQLite file in WAL mode, shared safely by
+several processes on one machine. What it stores and leases is synced to disk before
+the call returns (``synchronous=FULL``); an outcome is committed without a sync
+(``synchronous=NORMAL``), which a killed process cannot undo and a power cut can undo
+only back to the worker's last lease: see ``SqliteOutbox``.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import os
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
@@ -60,6 +64,7 @@ class _Outcome(IntEnum):
     ACCEPTED = 1
     REFUSED = 2
     FAILED = 3
+    SUPPRESSED = 4  # on the suppression list when its turn came: never sent
 
 
 # A recipient in the `recipients` column: [address, outcome, reply code, reply text].
@@ -99,7 +104,8 @@ _SCHEMA = (
         sender TEXT NOT NULL,
         smtputf8 INTEGER NOT NULL,
         head BLOB NOT NULL,
-        body_id INTEGER
+        body_id INTEGER,
+        notification INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS outbox_envelope_due ON outbox_envelope (due_at) WHERE state <= 2",
     "CREATE INDEX IF NOT EXISTS outbox_envelope_item ON outbox_envelope (item_id)",
@@ -113,7 +119,8 @@ class OutboxStatus:
     """How many envelopes are in each state.
 
     ``queued``: waiting for their first attempt; ``deferred``: waiting for a retry;
-    ``sending``: leased by a worker; ``sent``: done, every recipient accepted or refused;
+    ``sending``: leased by a worker; ``sent``: done, every recipient accepted, refused
+    or suppressed;
     ``dead``: some recipient could not be delivered (see ``SqliteOutbox.dead``).
     """
 
@@ -152,6 +159,16 @@ class SqliteOutbox(SqliteFile):
     another application's database raises ``ConfigError`` naming the
     path, and is left as it is. One object may be shared by threads; a forked child
     opens a connection of its own on first use. ``close`` it when done.
+
+    Durability: the file is in WAL mode. ``enqueue``, ``claim`` (a lease) and the
+    managing calls commit with ``synchronous=FULL``: synced to disk when they return,
+    so an enqueued envelope survives a power cut. ``settle`` (an attempt's outcome)
+    commits with ``synchronous=NORMAL``: written to the file, not synced. A killed
+    process loses no commit, so a SIGKILLed worker repeats at most the one envelope
+    whose end of DATA was on its way. A power cut or an OS crash can also undo the
+    outcomes a worker recorded since its last lease was synced (a ``claim`` syncs
+    every earlier commit): at most one batch, ``claim``'s 50 envelopes, per worker,
+    which are then sent again. No envelope is ever lost.
     """
 
     def __init__(
@@ -187,18 +204,25 @@ class SqliteOutbox(SqliteFile):
         # can take one over before its lease runs out, so checking a lease needs no read
         # and recording an attempt needs no read either.
         self._held: dict[int, _Held] = {}
+        # The connection while it commits without syncing (see `_database`).
+        self._unsynced: sqlite3.Connection | None = None
 
     def _forked(self) -> None:
         self._owner = _owner_token()
         self._held = {}
+        self._unsynced = None
 
     # -- storing ------------------------------------------------------------------
 
-    def enqueue(self, envelopes: Sequence[Envelope], *, key: str) -> Queued:
+    def enqueue(
+        self, envelopes: Sequence[Envelope], *, key: str, notification: bool = False
+    ) -> Queued:
         """Store ``envelopes`` under ``key`` in one transaction: all of them, or none.
 
         When ``key`` was enqueued before, nothing is stored and the first enqueue's
-        record comes back with ``new=False``. Durable when it returns.
+        record comes back with ``new=False``. Durable (synced to disk) when it returns.
+        ``notification``: the envelopes are a notification's, which the suppression
+        list is asked about again when they are delivered.
         """
         if not isinstance(key, str) or not key:
             raise ValueError(f"enqueue: key must be a non-empty str, not {key!r}")
@@ -232,8 +256,8 @@ class SqliteOutbox(SqliteFile):
                     ).lastrowid
             db.executemany(
                 "INSERT INTO outbox_envelope (item_id, state, due_at, attempts, enqueued_at,"
-                " lifetime_from, recipients, sender, smtputf8, head, body_id)"
-                " VALUES (?, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                " lifetime_from, recipients, sender, smtputf8, head, body_id, notification)"
+                " VALUES (?, 0, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         item,
@@ -245,6 +269,7 @@ class SqliteOutbox(SqliteFile):
                         envelope.needs_smtputf8,
                         head,
                         bodies[body],
+                        notification,
                     )
                     for envelope, listed, head, body in rows
                 ],
@@ -267,22 +292,39 @@ class SqliteOutbox(SqliteFile):
         with self._database() as db:
             now = self._clock()
             rows = db.execute(
-                "SELECT e.id, e.attempts, e.lifetime_from, e.recipients, e.sender, e.smtputf8,"
-                " e.head, b.data FROM outbox_envelope e LEFT JOIN outbox_body b"
-                " ON b.id = e.body_id WHERE e.state <= 2 AND e.due_at <= ?"
-                " ORDER BY e.due_at LIMIT ?",
+                "SELECT id, attempts, lifetime_from, recipients, sender, smtputf8, head, body_id,"
+                " notification FROM outbox_envelope WHERE state <= 2 AND due_at <= ?"
+                " ORDER BY due_at LIMIT ?",
                 (now, limit),
             ).fetchall()
+            # A notification's envelopes share one body: read once, shared by the
+            # envelopes as composition's are.
+            bodies: dict[int | None, bytes] = {None: b""}
+            for body_id in {row[7] for row in rows} - bodies.keys():
+                found = db.execute("SELECT data FROM outbox_body WHERE id = ?", (body_id,))
+                bodies[body_id] = found.fetchone()[0]
             finished = []
-            for envelope_id, attempts, lifetime_from, listed, sender, utf8, head, body in rows:
+            for row in rows:
+                envelope_id, attempts, lifetime_from, listed, sender, utf8, head, body_id = row[:8]
                 recipients = json.loads(listed)
-                pending = [r[0] for r in recipients if r[1] == _Outcome.PENDING]
+                pending = tuple(r[0] for r in recipients if r[1] == _Outcome.PENDING)
                 if not pending:
                     # Recorded in full by a worker that had lost its lease meanwhile.
                     finished.append((_final_state(recipients), now, envelope_id))
                     continue
-                envelope = Envelope(sender, pending, raw=head + (body or b""), smtputf8=bool(utf8))
-                claims.append(Claim(id=str(envelope_id), envelope=envelope, attempt=attempts + 1))
+                # Stored by `enqueue` from an envelope's finished bytes and checked
+                # addresses: nothing to check or convert again.
+                envelope = Envelope._composed(
+                    sender, pending, head, bodies[body_id], smtputf8=bool(utf8)
+                )
+                claims.append(
+                    Claim(
+                        id=str(envelope_id),
+                        envelope=envelope,
+                        attempt=attempts + 1,
+                        notification=bool(row[8]),
+                    )
+                )
                 self._held[envelope_id] = _Held(
                     until=now + self.lease,
                     recipients=recipients,
@@ -334,26 +376,38 @@ class SqliteOutbox(SqliteFile):
                     del self._held[key]
         return envelope_id in mine
 
-    def settle(self, claim: Claim, result: Delivery | DeliveryError) -> Settled:
-        """Record what one attempt did with ``claim``, durably, and decide what comes next.
+    def settle(
+        self,
+        claim: Claim,
+        result: Delivery | DeliveryError | None,
+        *,
+        suppressed: Collection[str] = (),
+    ) -> Settled:
+        """Record what one attempt did with ``claim`` and decide what comes next.
 
         Accepted recipients are done; a 5xx refusal is final; a 4xx refusal or a
         retryable error defers the recipients it concerns (see ``backoff``); a
         non-retryable error, or ``max_lifetime`` reached, makes them dead.
+        ``suppressed`` recipients (on the suppression list at delivery time) are done,
+        never sent; ``result`` is None when no one was left to send to. Committed
+        without a sync to disk (see the class's note on durability).
         """
         envelope_id = int(claim.id)
+        error: DeliveryError | None = None
+        accepted: tuple[str, ...] = ()
+        refused: Mapping[str, Reply] = {}
         if isinstance(result, Delivery):
-            error: DeliveryError | None = None
             accepted, refused = result.accepted, result.refused
-        else:
-            error, accepted, refused = result, (), result.refused
-        with self._database(atomic=False) as db:
+        elif result is not None:
+            error, refused = result, result.refused
+        with self._database(atomic=False, synced=False) as db:
             held = self._held.pop(envelope_id, None)
             if held is not None:
                 # One statement, one transaction: what was read at the claim is still
                 # true while the lease holds, and the statement checks that it does.
                 now = self._clock()
                 recipients = held.recipients
+                done_suppressed = _suppress(recipients, suppressed)
                 done_accepted, done_refused, later = _record(recipients, accepted, refused)
                 pending = [r for r in recipients if r[1] == _Outcome.PENDING]
                 expires = held.lifetime_from + self.max_lifetime
@@ -395,6 +449,7 @@ class SqliteOutbox(SqliteFile):
                         refused=done_refused,
                         failed=failed,
                         deferred=() if failed else tuple(r[0] for r in pending),
+                        suppressed=done_suppressed,
                     )
             # The lease ran out during this attempt and another worker took the envelope
             # over: record who accepted and who refused for good, leave it the rest.
@@ -406,12 +461,13 @@ class SqliteOutbox(SqliteFile):
                 if row is None:
                     return Settled()
                 recipients = json.loads(row[0])
+                done_suppressed = _suppress(recipients, suppressed)
                 done_accepted, done_refused, _ = _record(recipients, accepted, refused)
                 db.execute(
                     "UPDATE outbox_envelope SET recipients = ? WHERE id = ?",
                     (json.dumps(recipients), envelope_id),
                 )
-        return Settled(accepted=done_accepted, refused=done_refused)
+        return Settled(accepted=done_accepted, refused=done_refused, suppressed=done_suppressed)
 
     def release(self, claims: Iterable[Claim]) -> None:
         """Give back envelopes leased and not sent (a worker stopping), due at once."""
@@ -512,13 +568,20 @@ class SqliteOutbox(SqliteFile):
 
     @contextmanager
     def _database(
-        self, *, write: bool = True, atomic: bool = True
+        self, *, write: bool = True, atomic: bool = True, synced: bool = True
     ) -> Iterator[sqlite3.Connection]:
         """The connection, for one thread at a time; in one transaction if ``atomic``,
-        else each statement is a transaction of its own."""
+        else each statement is a transaction of its own. Commits are synced to disk
+        (``synchronous=FULL``) unless ``synced`` is False (``NORMAL``)."""
         with self._lock:
             connection = self._connected()
             try:
+                if (self._unsynced is connection) != (not synced):
+                    # Per connection, and kept until changed: switched only when a batch
+                    # of outcomes begins or ends.
+                    mode = "FULL" if synced else "NORMAL"
+                    connection.execute(f"PRAGMA synchronous = {mode}")
+                    self._unsynced = None if synced else connection
                 if atomic:
                     with transaction(connection, write=write):
                         yield connection
@@ -536,6 +599,19 @@ class _Held:
     recipients: list[_Recipient]
     attempts: int
     lifetime_from: float
+
+
+def _suppress(recipients: list[_Recipient], addresses: Collection[str]) -> tuple[str, ...]:
+    """Mark, in ``recipients``, those pending that are in ``addresses`` as suppressed;
+    returns them."""
+    if not addresses:
+        return ()
+    done = []
+    for recipient in recipients:
+        if recipient[1] == _Outcome.PENDING and recipient[0] in addresses:
+            recipient[1] = _Outcome.SUPPRESSED
+            done.append(recipient[0])
+    return tuple(done)
 
 
 def _record(

@@ -9,14 +9,14 @@ from __future__ import annotations
 import dataclasses
 import socket
 import ssl
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Final, TypeAlias
 
 from notifymail.errors import AuthenticationFailed, ConnectionFailed, DeliveryError, TlsError
 from notifymail.settings import Security, SmtpSettings
-from notifymail.transport.base import Transport
+from notifymail.transport.base import AsyncTransport, Transport
 from notifymail.transport.smtp import SmtpTransport
 
 __all__ = ["VerifyResult", "verify_smtp"]
@@ -107,6 +107,39 @@ def _modes(configured: Security, autocorrect: bool) -> list[Security]:
     return [configured, *(mode for mode in alternatives if mode is not configured)]
 
 
+# What a probe came to: True once it passed, False when the transport has nothing to
+# check, or the DeliveryError it raised.
+Probed: TypeAlias = bool | DeliveryError
+Check: TypeAlias = Generator[Security, Probed, "VerifyResult | None"]
+
+
+def _checking(smtp: SmtpSettings, autocorrect: bool) -> Check:
+    """The check without I/O, shared by the blocking and the asyncio drivers: it yields
+    each security mode to probe, is sent what that probe came to, and returns the
+    result (None when the transport has nothing to check)."""
+    failures = []
+    for mode in _modes(smtp.security, autocorrect):
+        outcome = yield mode
+        if isinstance(outcome, DeliveryError):
+            failures.append(_field_errors(outcome, dataclasses.replace(smtp, security=mode)))
+            continue
+        if not outcome:
+            return None
+        corrected = mode is not smtp.security
+        return VerifyResult(ok=True, errors={}, security=mode, corrected=corrected)
+    return VerifyResult(ok=False, errors=failures[0], security=smtp.security, corrected=False)
+
+
+def _advance(check: Check, outcome: Probed) -> Security | VerifyResult | None:
+    """The next mode ``check`` asks for, given the last probe's ``outcome``; its result
+    once it is done."""
+    try:
+        return check.send(outcome)
+    except StopIteration as done:
+        result: VerifyResult | None = done.value
+        return result
+
+
 def verify_transport(
     transport: Transport, smtp: SmtpSettings, *, autocorrect: bool = False
 ) -> VerifyResult | None:
@@ -114,17 +147,32 @@ def verify_transport(
     [`probe`][notifymail.transport.base.Transport.probe]
     (its TLS context, its OAuth2 token), in ``smtp``'s security mode; None when the
     transport has nothing to check."""
-    failures = []
-    for mode in _modes(smtp.security, autocorrect):
+    check = _checking(smtp, autocorrect)
+    step: Security | VerifyResult | None = next(check)
+    while isinstance(step, Security):
         try:
-            if not transport.probe(mode):
-                return None
+            outcome: Probed = transport.probe(step)
         except DeliveryError as error:
-            failures.append(_field_errors(error, dataclasses.replace(smtp, security=mode)))
-            continue
-        corrected = mode is not smtp.security
-        return VerifyResult(ok=True, errors={}, security=mode, corrected=corrected)
-    return VerifyResult(ok=False, errors=failures[0], security=smtp.security, corrected=False)
+            outcome = error
+        step = _advance(check, outcome)
+    return step
+
+
+async def verify_async_transport(
+    transport: AsyncTransport, smtp: SmtpSettings, *, autocorrect: bool = False
+) -> VerifyResult | None:
+    """`verify_transport` through an asyncio transport's
+    [`probe`][notifymail.transport.base.AsyncTransport.probe], without blocking the
+    event loop."""
+    check = _checking(smtp, autocorrect)
+    step: Security | VerifyResult | None = next(check)
+    while isinstance(step, Security):
+        try:
+            outcome: Probed = await transport.probe(step)
+        except DeliveryError as error:
+            outcome = error
+        step = _advance(check, outcome)
+    return step
 
 
 def verify_smtp(
@@ -147,4 +195,15 @@ def verify_smtp(
         SmtpTransport(smtp, ssl_context=ssl_context), smtp, autocorrect=autocorrect
     )
     assert result is not None  # noqa: S101 - an SmtpTransport always has a server to check
+    return result
+
+
+async def verify_smtp_async(smtp: SmtpSettings, *, autocorrect: bool = False) -> VerifyResult:
+    """[`verify_smtp`][notifymail.verify_smtp] through a fresh
+    [`AsyncSmtpTransport`][notifymail.AsyncSmtpTransport], without blocking the event loop."""
+    # The asyncio driver, imported only by the asyncio callers.
+    from notifymail.transport.asyncsmtp import AsyncSmtpTransport
+
+    result = await verify_async_transport(AsyncSmtpTransport(smtp), smtp, autocorrect=autocorrect)
+    assert result is not None  # noqa: S101 - an AsyncSmtpTransport always has a server to check
     return result

@@ -18,6 +18,7 @@ end (an exception is thrown into it, never ``close``), so its ``finally`` steps
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import ssl
 from collections.abc import Callable, Generator
@@ -69,6 +70,7 @@ class Connection(Protocol):
 
 C = TypeVar("C", bound=Connection)
 T = TypeVar("T")
+D = TypeVar("D", bound="SmtpDriver[Any]")
 
 # A generator of requests, resumed with each one's result; it returns a T.
 Steps: TypeAlias = Generator[Any, Any, T]
@@ -198,6 +200,16 @@ class SmtpDriver(_Lifecycle, Generic[C]):
     @property
     def _server(self) -> str:
         return f"{self.smtp.host}:{self.smtp.effective_port}"
+
+    def _sibling(self, kind: type[D], security: Security | None) -> D:
+        """A transport of ``kind`` with this one's options, in ``security``: a probe's."""
+        smtp = self.smtp if security is None else dataclasses.replace(self.smtp, security=security)
+        return kind(
+            smtp,
+            ssl_context=self._ssl_context,
+            local_hostname=self._local_hostname,
+            oauth2_token=self._oauth2_token,
+        )
 
     def new_client(self) -> SmtpClient:
         """The protocol core for a new connection."""

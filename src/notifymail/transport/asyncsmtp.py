@@ -25,6 +25,7 @@ from typing import Any, Generic, TypeVar
 from typing_extensions import override
 
 from notifymail.protocol import SmtpClient
+from notifymail.settings import Security
 from notifymail.transport._driver import (
     ACQUIRE,
     FREED,
@@ -337,6 +338,16 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
         """Say QUIT on every connection kept, and close them."""
         for slot in self._pool.drain():
             await self._drive(self._quit(slot.connection))
+
+    @override
+    async def probe(self, security: Security | None = None) -> bool:
+        """Connect, secure and log in on a connection of its own, then QUIT; send nothing.
+
+        ``security`` tries another mode on the same server (``smtp.port``, or that
+        mode's default port when ``port`` is not set).
+        """
+        other = self._sibling(AsyncSmtpTransport, security)
+        return await other._drive(other._probe())
 
     @override
     async def deliver(self, envelope: Envelope) -> Delivery:

@@ -344,6 +344,14 @@ class AsyncTransport(_Lifecycle, abc.ABC):
     async def close(self) -> None:
         """Release what `open` took. Awaited once, when the outermost block ends."""
 
+    async def probe(self, security: Security | None = None) -> bool:
+        """Check the way to the mail system as delivering would, sending nothing, as
+        [`Transport.probe`][notifymail.transport.base.Transport.probe] does, without
+        blocking: True once the check passed, False when there is nothing to check (the
+        base class); raise the [`DeliveryError`][notifymail.DeliveryError] a delivery
+        would."""
+        return False
+
     async def send(self, envelope: Envelope) -> Delivery:
         """Deliver one envelope and return what the server did with it."""
         pacer = None if self.paces_at_the_wire else ASYNC_PACER.get()

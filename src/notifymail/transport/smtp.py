@@ -13,7 +13,6 @@ connection.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import socket
 import threading
@@ -119,15 +118,8 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
         ``security`` tries another mode on the same server (``smtp.port``, or that
         mode's default port when ``port`` is not set).
         """
-        smtp = self.smtp if security is None else dataclasses.replace(self.smtp, security=security)
-        other = SmtpTransport(
-            smtp,
-            ssl_context=self._ssl_context,
-            local_hostname=self._local_hostname,
-            oauth2_token=self._oauth2_token,
-        )
-        other._drive(other._probe())
-        return True
+        other = self._sibling(SmtpTransport, security)
+        return other._drive(other._probe())
 
     @override
     def deliver(self, envelope: Envelope) -> Delivery:
