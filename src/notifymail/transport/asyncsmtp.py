@@ -184,8 +184,9 @@ class _Link(asyncio.Protocol):
 
     async def start_tls(self, context: ssl.SSLContext) -> None:
         """Put TLS on the connection, checking the certificate against the server's name."""
-        if self._received:  # plaintext that would pass for replies after TLS
-            raise ssl.SSLError("the server sent more than its reply to STARTTLS")
+        # Plaintext that arrived before the handshake is never read as a reply sent over
+        # TLS (the core refuses what came with the reply to STARTTLS, in the same read).
+        self._received.clear()
         assert self.transport is not None  # noqa: S101 - set once connected
         transport = await self._loop.start_tls(
             self.transport, self, context, server_hostname=self.client.smtp.host
