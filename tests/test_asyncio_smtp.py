@@ -10,7 +10,9 @@ takes as long as the stall to catch, and would be the session's, not the driver'
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
+import socket
 import threading
 import time
 from collections.abc import Awaitable
@@ -19,7 +21,7 @@ from typing import TypeVar
 import pytest
 
 import notifymail as nm
-from smtp_servers import FaultyServer
+from smtp_servers import FaultyServer, ScriptedServer
 
 SENDER = nm.SenderSettings(from_address="alerts@example.com")
 TICK = 0.010
@@ -180,3 +182,38 @@ def test_a_delivery_cancelled_while_it_waits_for_a_free_connection_takes_no_plac
 
     assert len(server.accepted) == 1  # the second never connected
     assert transport._pool.acquire() is True  # the one place is free again
+
+
+def test_a_server_flooding_an_idle_connection_fills_no_more_than_the_buffer_limit():
+    from notifymail.transport import asyncsmtp
+
+    flooded = threading.Event()
+
+    def script(server: ScriptedServer, connection: socket.socket) -> None:
+        connection.sendall(b"220 x ESMTP\r\n")
+        server.read_line(connection)
+        connection.sendall(b"250 x\r\n")
+        chunk = b"250-" + b"x" * 65531 + b"\r\n"  # a reply nobody asked for, endless
+        with contextlib.suppress(OSError):
+            for _ in range(64):  # 4 MiB offered; the client stops reading after its limit
+                connection.settimeout(0.5)
+                connection.sendall(chunk)
+        flooded.set()
+        while server.read_line(connection):
+            pass
+
+    async def open_and_wait() -> int:
+        transport = nm.AsyncSmtpTransport(server.settings(timeout=5.0))
+        await transport.open()
+        try:
+            while not flooded.is_set():
+                await asyncio.sleep(0.01)
+            (slot,) = transport._pool._idle
+            return len(slot.connection._received)
+        finally:
+            await transport.close()
+
+    with ScriptedServer(script) as server:
+        buffered = asyncio.run(open_and_wait())
+
+    assert 0 < buffered <= asyncsmtp._BUFFER_LIMIT + 256 * 1024  # one read past the limit

@@ -7,7 +7,7 @@ the throttle, write what the core has to send, read within its deadline, hand ov
 TLS when told, settle each outcome, queue the next envelope behind the message in
 flight where the server pipelines, and check the connection back in.
 
-Every step that waits is yielded as a request (`Write`, `Read`, `TAKE`, ...) and the
+Every step that waits is yielded as a request (`Read`, `Secure`, `TAKE`, ...) and the
 generator is resumed with its result, or with the exception it raised. The blocking
 driver performs each request with a socket and a ``threading.Condition``; the asyncio
 driver performs on the spot each one that needs no waiting, inside the callback that
@@ -57,7 +57,6 @@ __all__ = [
     "Secure",
     "SmtpDriver",
     "Steps",
-    "Write",
     "default_ssl_context",
 ]
 
@@ -77,20 +76,18 @@ Steps: TypeAlias = Generator[Any, Any, T]
 
 
 @dataclass(frozen=True, slots=True)
-class Write(Generic[C]):
-    """Write ``connection.client.data_to_send()``, taken straight from the core: AUTH's
-    bytes then sit in no variable a traceback keeps."""
-
-    connection: C
-
-
-@dataclass(frozen=True, slots=True)
 class Read(Generic[C]):
-    """What the server sent next on ``connection`` (b"" once it closed), within
-    ``seconds``, else TimeoutError."""
+    """Write what the core has to send on ``connection``, if anything, straight from
+    ``client.data_to_send()`` (AUTH's bytes then sit in no variable a traceback keeps);
+    call ``idle`` while the server works; then return what the server sent next (b""
+    once it closed), within ``seconds``, else raise TimeoutError.
+
+    One request for both: every write is followed by a read of the replies it asks for.
+    """
 
     connection: C
     seconds: float
+    idle: Callable[[], object] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,25 +296,19 @@ class SmtpDriver(_Lifecycle, Generic[C]):
 
         ``ahead`` runs when the core could queue the next envelope behind the message
         it is about to send (``can_mail_ahead``), before that is written; ``idle`` is
-        called before each wait for the server.
+        called after each write, while the server works.
         """
         client = connection.client
         try:
             while True:
-                if client.has_data_to_send:
-                    yield Write(connection)
                 event = client.next_event()
                 if event is NEED_DATA:
                     if ahead is not None and client.can_mail_ahead:
                         yield from ahead()
-                    if client.has_data_to_send:
-                        continue  # a reply led to a command: write it before reading
-                    if idle is not None:
-                        idle()
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
-                    client.receive_data((yield Read(connection, time_left)))
+                    client.receive_data((yield Read(connection, time_left, idle)))
                 elif isinstance(event, StartTls):
                     yield Secure(connection)
                     client.tls_started()

@@ -38,7 +38,6 @@ from notifymail.transport._driver import (
     Secure,
     SmtpDriver,
     Steps,
-    Write,
 )
 from notifymail.transport._pool import Single
 from notifymail.transport.base import ASYNC_PACER, AsyncFeed, AsyncPacer, AsyncTransport
@@ -135,11 +134,13 @@ class _Link(asyncio.Protocol):
 
     # --- what the steps ask ---
 
-    def write(self) -> bool:
-        """Write what the core has to send; False when the buffer is full (wait ``writable``)."""
-        if not self._lost:  # as a socket would: the read that follows meets the end
+    def flush(self) -> bool:
+        """Write what the core has to send, if anything; False when the transport's
+        buffer is full (await ``writable``)."""
+        client = self.client
+        if client.has_data_to_send and not self._lost:  # as a socket: the read meets the end
             assert self.transport is not None  # noqa: S101 - set once connected
-            self.transport.write(self.client.data_to_send())
+            self.transport.write(client.data_to_send())
         return self._writable is None
 
     async def writable(self) -> None:
@@ -216,8 +217,8 @@ class _Run(Generic[T]):
     """One run of a driver's steps on the event loop.
 
     ``advance`` resumes the steps and performs each request that needs no waiting on
-    the spot: a write, a read of what arrived already, the throttle when it admits at
-    once. A read that must wait leaves the run with the connection, whose
+    the spot: a write and a read of what arrived already, the throttle when it admits
+    at once. A read that must wait leaves the run with the connection, whose
     ``data_received`` (or watchdog, or ``connection_lost``) calls ``advance`` again.
     Any other request wakes the task awaiting ``result``, which awaits it through the
     transport and resumes the steps with what it gave.
@@ -256,14 +257,10 @@ class _Run(Generic[T]):
                 return
             value = error = None
             try:
-                if isinstance(request, Read):
-                    link: _Link = request.connection
-                    value = link.read(self, request.seconds)
+                if type(request) is Read and request.connection.flush():
+                    value = self._read(request)
                     if value is None:
-                        self._reading = link
-                        return
-                    continue
-                if isinstance(request, Write) and request.connection.write():
+                        return  # the connection resumes the steps
                     continue
                 if isinstance(request, Pace) and (
                     self._pacer is None or not self._pacer.reserve(request.recipients)
@@ -294,8 +291,14 @@ class _Run(Generic[T]):
                     self._waiting = None  # the steps get the cancellation instead
                     self.advance(error=cancelled)  # they check their connection back in
                 continue
+            value: object
             try:
-                value = await transport._wait_for(request, self._feed, self._pacer)
+                if type(request) is Read:  # written; the buffer is full: drain, then read
+                    await _within(transport.smtp.timeout, request.connection.writable())
+                    if (value := self._read(request)) is None:
+                        continue  # the connection resumes the steps
+                else:
+                    value = await transport._wait_for(request, self._feed, self._pacer)
             except BaseException as failure:
                 self.advance(error=failure)
             else:
@@ -303,6 +306,16 @@ class _Run(Generic[T]):
         if self._error is not None:
             raise self._error
         return self._value  # type: ignore[no-any-return]  # the steps' T
+
+    def _read(self, request: Read[_Link]) -> bytes | None:
+        """Call the read's ``idle``, then take what arrived already; None: the run waits
+        for the connection to resume it."""
+        if request.idle is not None:
+            request.idle()
+        value = request.connection.read(self, request.seconds)
+        if value is None:
+            self._reading = request.connection
+        return value
 
     def _finish(self, value: object, error: BaseException | None) -> None:
         self._done, self._value, self._error = True, value, error
@@ -374,9 +387,7 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
         if request is TAKE:
             assert feed is not None  # noqa: S101 - only a stream takes, and it has a feed
             return await feed.next()
-        if isinstance(request, Write):  # written; the buffer is full
-            await _within(self.smtp.timeout, request.connection.writable())
-        elif isinstance(request, Pace):
+        if isinstance(request, Pace):
             assert pacer is not None  # noqa: S101 - a Pace waits only on a pacer
             while wait := pacer.reserve(request.recipients):
                 await pacer.wait(wait)

@@ -34,7 +34,6 @@ from notifymail.transport._driver import (
     Secure,
     SmtpDriver,
     Steps,
-    Write,
 )
 from notifymail.transport._pool import Single
 from notifymail.transport.base import Feed, Transport
@@ -145,21 +144,25 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
                 return stop.value  # type: ignore[no-any-return]  # the steps' T
             result = error = None
             try:
-                result = self._perform(request, feed)
+                # A read (and the write before it) comes with every reply: done here.
+                if type(request) is Read:
+                    session: _Session = request.connection
+                    if session.client.has_data_to_send:
+                        session.set_timeout(self.smtp.timeout)
+                        session.sock.sendall(session.client.data_to_send())
+                    if request.idle is not None:
+                        request.idle()
+                    session.set_timeout(request.seconds)
+                    result = session.sock.recv(_READ_SIZE)
+                else:
+                    result = self._perform(request, feed)
             except BaseException as failure:
                 error = failure
 
     def _perform(self, request: object, feed: Feed | None) -> object:
-        """Do what ``request`` asks (see ``notifymail.transport._driver``); its result."""
-        if isinstance(request, Write):
-            session: _Session = request.connection
-            session.set_timeout(self.smtp.timeout)
-            session.sock.sendall(session.client.data_to_send())
-        elif isinstance(request, Read):
-            session = request.connection
-            session.set_timeout(request.seconds)
-            return session.sock.recv(_READ_SIZE)
-        elif isinstance(request, Pace):
+        """Do what ``request`` asks, but a read (see ``_drive`` and
+        ``notifymail.transport._driver``); its result."""
+        if isinstance(request, Pace):
             self._pace(request.recipients)
         elif request is TAKE:
             assert feed is not None  # noqa: S101 - only a stream takes, and it has a feed
