@@ -76,6 +76,26 @@ def test_the_loop_never_stalls_while_notify_sends_two_thousand_messages():
     assert stall < STALL, f"the event loop stalled for {stall * 1000:.0f} ms"
 
 
+@pytest.mark.parametrize("suppressions", [None, nm.InMemorySuppressions()])
+def test_notify_starts_a_thread_only_to_read_a_suppression_list(suppressions):
+    mailer = nm.AsyncMailer(
+        settings(nm.SmtpSettings(host="127.0.0.1", port=25)),
+        transport=nm.AsyncMemoryTransport(),
+        suppressions=suppressions,
+    )
+    notification = nm.Notification(["ann@example.net", "bob@example.net"], "Weekly", text=".")
+
+    async def notify_counting_threads() -> tuple[nm.DeliveryReport, set[threading.Thread]]:
+        before = set(threading.enumerate())
+        report = await mailer.notify(notification)
+        return report, set(threading.enumerate()) - before
+
+    report, new_threads = asyncio.run(notify_counting_threads())
+
+    assert sorted(report.accepted) == ["ann@example.net", "bob@example.net"]
+    assert len(new_threads) == (0 if suppressions is None else 1)  # the loop's one worker
+
+
 @pytest.mark.parametrize("greeting", [None, b"220 mail.test ESMTP\r\n"])
 def test_the_loop_never_stalls_while_notify_waits_on_a_server_that_never_answers(
     silent_server, greeting

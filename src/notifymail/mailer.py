@@ -409,7 +409,12 @@ class AsyncMailer(_Facade[AsyncTransport]):
         """Send an alert or subscription to its recipients, as
         [`Mailer.notify`][notifymail.mailer.Mailer.notify] does; the suppression list is
         read and written in a worker thread, off the event loop."""
-        recipients, suppressed = await asyncio.to_thread(self._without_suppressed, notification)
+        if self.suppressions is None:  # nothing to read: no thread
+            recipients, suppressed = self._without_suppressed(notification)
+        else:
+            recipients, suppressed = await asyncio.to_thread(
+                self._without_suppressed, notification
+            )
         batches = self._batches(recipients)
         envelopes: list[Envelope] = []
         sender = self.settings.active_sender
