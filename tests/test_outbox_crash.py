@@ -179,7 +179,7 @@ def test_a_worker_killed_at_random_moments_loses_nothing_and_repeats_one_envelop
             wait_until(handler.holding.is_set, "a reply is held")
             kills_in_data += 1
         else:
-            time.sleep(rng.uniform(0, 0.08))
+            time.sleep(rng.uniform(0, 0.04))  # short: with PIPELINING, 2,000 go in 2 s
         workers.kill(worker)
         kills += 1
         assert handler.total() < len(recipients), "work ran out before the kills did"

@@ -230,8 +230,9 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         yield from self._quit(connection)
         return True
 
-    def _stream(self, feed: Feed | AsyncFeed, *, logged: bool) -> Steps[None]:
-        """Send what ``feed`` hands out, on one connection at a time, until it is dry."""
+    def _stream(self, feed: Feed | AsyncFeed, *, logged: bool, paced: bool) -> Steps[None]:
+        """Send what ``feed`` hands out, on one connection at a time, until it is dry;
+        ``paced``: a mailer's throttle is to be asked before each MAIL FROM (`Pace`)."""
         lane = Lane()
         dry = False
         while not dry and (envelope := lane.again() or (yield TAKE)):
@@ -243,7 +244,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
                 continue
             broken = True
             try:
-                dry = yield from self._run(slot, envelope, lane, feed, logged=logged)
+                dry = yield from self._run(slot, envelope, lane, feed, logged=logged, paced=paced)
                 broken = slot.connection.client.state is State.CLOSED
             finally:
                 yield from self._checkin(slot, broken=broken)
@@ -256,6 +257,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         feed: Feed | AsyncFeed,
         *,
         logged: bool,
+        paced: bool,
     ) -> Steps[bool]:
         """Send ``envelope``, then what ``feed`` has, over one connection until the feed
         is dry (True) or the connection must go (False)."""
@@ -263,9 +265,9 @@ class SmtpDriver(_Lifecycle, Generic[C]):
 
         def ahead() -> Steps[None]:
             if self._pool.has_room(slot) and (later := feed.ready()):
-                yield from self._start(slot, later, lane)
+                yield from self._start(slot, later, lane, paced=paced)
 
-        yield from self._start(slot, envelope, lane)
+        yield from self._start(slot, envelope, lane, paced=paced)
         while lane.busy:
             event = yield from self._exchange(slot.connection, ahead, feed.prepare)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
@@ -277,13 +279,20 @@ class SmtpDriver(_Lifecycle, Generic[C]):
                 continue
             if (later := (yield TAKE)) is None:
                 return True
-            yield from self._start(slot, later, lane)
+            yield from self._start(slot, later, lane, paced=paced)
         return False
 
-    def _start(self, slot: Slot[C], envelope: Envelope, lane: Lane) -> Steps[None]:
+    def _start(
+        self,
+        slot: Slot[C],
+        envelope: Envelope,
+        lane: Lane,
+        *,
+        paced: bool,
+    ) -> Steps[None]:
         lane.started(envelope)
         slot.messages += 1
-        if slot.connection.client.mail(envelope):
+        if slot.connection.client.mail(envelope) and paced:
             yield Pace(len(envelope.recipients))
 
     def _exchange(

@@ -367,14 +367,18 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
     async def deliver(self, envelope: Envelope) -> Delivery:
         """One SMTP transaction on a kept connection or a new one."""
         single = _AsyncSingle(envelope)
-        await self._drive(self._stream(single, logged=False), single)
+        await self._drive(
+            self._stream(single, logged=False, paced=ASYNC_PACER.get() is not None), single
+        )
         return single.result()
 
     @override
     async def _deliver_feed(self, feed: AsyncFeed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
         async with self._slot():
-            await self._drive(self._stream(feed, logged=True), feed)
+            await self._drive(
+                self._stream(feed, logged=True, paced=ASYNC_PACER.get() is not None), feed
+            )
 
     async def _drive(self, steps: Steps[T], feed: AsyncFeed | None = None) -> T:
         """Run ``steps`` to their end on the event loop (see `_Run`)."""

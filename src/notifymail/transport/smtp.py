@@ -36,7 +36,7 @@ from notifymail.transport._driver import (
     Steps,
 )
 from notifymail.transport._pool import Single
-from notifymail.transport.base import Feed, Transport
+from notifymail.transport.base import PACER, Feed, Transport
 from notifymail.values import Delivery, Envelope
 
 __all__ = ["SmtpTransport"]
@@ -124,14 +124,14 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
     def deliver(self, envelope: Envelope) -> Delivery:
         """One SMTP transaction on a kept connection or a new one."""
         single = _Single(envelope)
-        self._drive(self._stream(single, logged=False), single)
+        self._drive(self._stream(single, logged=False, paced=PACER.get() is not None), single)
         return single.result()
 
     @override
     def _deliver_feed(self, feed: Feed) -> None:
         """A mailer's envelopes, each following the one before on the same connection."""
         with self._slot():
-            self._drive(self._stream(feed, logged=True), feed)
+            self._drive(self._stream(feed, logged=True, paced=PACER.get() is not None), feed)
 
     def _drive(self, steps: Steps[T], feed: Feed | None = None) -> T:
         """Run ``steps`` to their end, performing each request in this thread."""
