@@ -198,8 +198,46 @@ def test_every_envelope_of_a_notification_reads_back_with_the_same_parts(
 
 
 @given(st.binary(max_size=200).map(lambda data: data.replace(b"\x00", b"")))
-def test_dot_stuffing_matches_smtplib(data: bytes) -> None:
+def test_an_envelopes_bytes_dot_stuffed_match_smtplib(data: bytes) -> None:
     expected = smtplib.quotedata(data.decode("latin-1")).encode("latin-1")
     if not expected.endswith(b"\r\n"):
         expected += b"\r\n"
-    assert _dot_stuffed(data) == expected
+    raw = nm.Envelope(sender="a@example.com", recipients=["b@example.com"], raw=data).raw
+    assert _dot_stuffed(raw) == expected
+
+
+def _bare_line_ends(raw: bytes) -> int:
+    """How many CRs and LFs in ``raw`` are not in a CRLF pair."""
+    pairs = raw.count(b"\r\n")
+    return raw.count(b"\r") - pairs + raw.count(b"\n") - pairs
+
+
+_MIXED_LINES = st.lists(
+    st.tuples(
+        st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\r\n"), max_size=20),
+        st.sampled_from(["\r", "\n", "\r\n", ""]),
+    ),
+    max_size=8,
+).map(lambda pairs: "".join(line + end for line, end in pairs))
+
+
+@settings(max_examples=60)
+@given(text=_MIXED_LINES, html=_MIXED_LINES)
+def test_every_way_of_making_an_envelope_leaves_no_bare_cr_or_lf(text: str, html: str) -> None:
+    sender = nm.SenderSettings(from_address="alerts@example.com")
+    notification = nm.Notification(["ann@example.net"], "s", text=text or ".", html=html or None)
+    (composed,) = compose_notification(
+        notification, sender, [nm.Batch(("ann@example.net",), hidden=False)]
+    )
+    message = EmailMessage()
+    message["From"] = "alerts@example.com"
+    message.set_content((text or ".").encode("utf-8"), "application", "octet-stream", cte="8bit")
+    built = nm.Envelope(
+        sender="alerts@example.com", recipients=["ann@example.net"], message=message
+    )
+    given_raw = nm.Envelope(
+        sender="alerts@example.com", recipients=["ann@example.net"], raw=(text + html).encode()
+    )
+
+    for envelope in (composed, built, given_raw):
+        assert _bare_line_ends(envelope.raw) == 0

@@ -255,4 +255,7 @@ class Envelope:
         if "Bcc" in message:
             message = copy.copy(message)
             del message["Bcc"]
-        return message.as_bytes(policy=policy.SMTPUTF8 if self.needs_smtputf8 else policy.SMTP)
+        # The policy's line ends are CRLF, but a payload set as bytes keeps its own.
+        return _crlf(
+            message.as_bytes(policy=policy.SMTPUTF8 if self.needs_smtputf8 else policy.SMTP)
+        )
