@@ -331,8 +331,17 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         """A kept connection, or a new one (connected, secured, logged in); waits while
         ``max_connections`` are in use."""
         expired, got = yield ACQUIRE
-        for stale in expired:
-            yield from self._quit(stale.connection)
+        try:
+            while expired:
+                yield from self._quit(expired.pop().connection)
+        except BaseException:  # an interrupt: close the rest, give the place back
+            for stale in expired:
+                yield Close(stale.connection, abort=True)
+            if isinstance(got, Slot):
+                yield from self._checkin(got, broken=True)
+            elif got:
+                yield FREED
+            raise
         if isinstance(got, Slot):
             return got
         try:
@@ -347,7 +356,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         if (yield Checkin(slot, broken=broken)):
             return
         if broken:
-            yield Close(slot.connection)
+            yield Close(slot.connection, abort=True)
         else:
             self._logger.debug("%s: a connection served its time; closing it", self._server)
             yield from self._quit(slot.connection)

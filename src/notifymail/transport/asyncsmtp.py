@@ -16,7 +16,6 @@ call is made.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 import sys
@@ -220,8 +219,19 @@ class _Link(asyncio.BufferedProtocol):
             transport.abort()
             return
         transport.close()
-        with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        try:
             await _within(self.client.smtp.timeout, asyncio.shield(self._closed))
+        except BaseException as error:
+            # The buffer never drained (a server that stopped reading), or no TLS goodbye,
+            # or an interrupt: let go of the socket now.
+            transport.abort()
+            if not isinstance(error, (OSError, TimeoutError, ssl.SSLError)):
+                raise
+
+
+def _gives_back(request: object) -> bool:
+    """Whether ``request`` returns what the steps took (a place, a connection)."""
+    return request is FREED or isinstance(request, (Checkin, Close))
 
 
 class _Run(Generic[T]):
@@ -250,6 +260,7 @@ class _Run(Generic[T]):
         self._waiting: object = None  # the request for the task
         self._wake: asyncio.Future[None] | None = None
         self._done = False
+        self._cancelled: asyncio.CancelledError | None = None  # to throw in, see result
         self._value: Any = None
         self._error: BaseException | None = None
 
@@ -267,6 +278,9 @@ class _Run(Generic[T]):
                 self._finish(None, failure)
                 return
             value = error = None
+            if self._cancelled is not None and not _gives_back(request):
+                error, self._cancelled = self._cancelled, None  # instead of the request
+                continue
             try:
                 if type(request) is Read and request.connection.flush():
                     value = self._read(request)
@@ -285,7 +299,13 @@ class _Run(Generic[T]):
             return
 
     async def result(self) -> T:
-        """Run the steps to their end; what they return, or raise."""
+        """Run the steps to their end; what they return, or raise.
+
+        A cancellation is thrown into the steps where they wait, so that they check
+        their connection back in; but a request that gives something back (a checkin,
+        a close, a freed place) already asked for is performed first, and the
+        cancellation thrown in at the next request that waits.
+        """
         transport = self._transport
         self.advance()
         while not self._done:
@@ -294,13 +314,16 @@ class _Run(Generic[T]):
                 self._wake = asyncio.get_running_loop().create_future()
                 try:
                     await self._wake
-                except asyncio.CancelledError as cancelled:
+                except asyncio.CancelledError as cancel:
                     if self._done:
                         raise
                     if self._reading is not None:
                         self._reading.stop_reading()
-                    self._waiting = None  # the steps get the cancellation instead
-                    self.advance(error=cancelled)  # they check their connection back in
+                    if _gives_back(self._waiting):
+                        self._cancelled = cancel  # thrown in after it, see advance
+                    else:
+                        self._waiting = None  # the steps get the cancellation instead
+                        self.advance(error=cancel)
                 continue
             value: object
             try:
@@ -316,6 +339,8 @@ class _Run(Generic[T]):
                 self.advance(value)
         if self._error is not None:
             raise self._error
+        if self._cancelled is not None:
+            raise self._cancelled
         return self._value  # type: ignore[no-any-return]  # the steps' T
 
     def _read(self, request: Read[_Link]) -> bytes | None:
@@ -361,8 +386,13 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
     @override
     async def close(self) -> None:
         """Say QUIT on every connection kept, and close them."""
-        for slot in self._pool.drain():
-            await self._drive(self._quit(slot.connection))
+        slots = self._pool.drain()
+        try:
+            for slot in slots:
+                await self._drive(self._quit(slot.connection))
+        finally:  # interrupted: none is left open (closing a closed one does nothing)
+            for slot in slots:
+                await slot.connection.close(abort=True)
 
     @override
     async def probe(self, security: Security | None = None) -> bool:

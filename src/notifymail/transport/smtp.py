@@ -107,8 +107,12 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
         """Say QUIT on every connection kept, and close them."""
         with self._vacancy:
             idle = self._pool.drain()
-        for slot in idle:
-            self._drive(self._quit(slot.connection))
+        try:
+            for slot in idle:
+                self._drive(self._quit(slot.connection))
+        finally:  # interrupted: none is left open (closing a closed one does nothing)
+            for slot in idle:
+                slot.connection.sock.close()
 
     @override
     def probe(self, security: Security | None = None) -> bool:
