@@ -390,9 +390,10 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
         try:
             for slot in slots:
                 await self._drive(self._quit(slot.connection))
-        finally:  # interrupted: none is left open (closing a closed one does nothing)
+        except BaseException:  # interrupted: none is left open (a closed one stays closed)
             for slot in slots:
                 await slot.connection.close(abort=True)
+            raise
 
     @override
     async def probe(self, security: Security | None = None) -> bool:

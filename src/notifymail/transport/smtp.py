@@ -110,9 +110,10 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
         try:
             for slot in idle:
                 self._drive(self._quit(slot.connection))
-        finally:  # interrupted: none is left open (closing a closed one does nothing)
+        except BaseException:  # interrupted: none is left open (a closed one stays closed)
             for slot in idle:
                 slot.connection.sock.close()
+            raise
 
     @override
     def probe(self, security: Security | None = None) -> bool:
