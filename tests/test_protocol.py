@@ -416,6 +416,33 @@ def test_dot_stuffing_doubles_leading_dots_and_ends_with_crlf_dot_crlf():
     assert sent(core) == b"Subject: x\r\n\r\n..one\r\n...two\r\nend\r\n.\r\n"
 
 
+def test_envelopes_sharing_a_body_each_send_it_dot_stuffed_and_declare_8bitmime():
+    body = ".first line\r\nnaïve\r\n.second\r\nend".encode()
+    envelopes = [
+        nm.Envelope._composed(
+            "a@example.com",
+            (to,),
+            f"Subject: x\r\nTo: {to}\r\n\r\n".encode(),
+            body,
+            smtputf8=False,
+        )
+        for to in ("b@example.com", "c@example.com")
+    ]
+    core = client()
+    ready(core)
+    for envelope in envelopes:
+        core.mail(envelope)
+        assert sent(core).startswith(b"MAIL FROM:<a@example.com> BODY=8BITMIME\r\n")
+        core.next_event()
+        for reply in (b"250 OK\r\n", b"250 OK\r\n"):
+            exchange(core, reply)
+            sent(core)
+        exchange(core, b"354 Go\r\n")
+        head = f"Subject: x\r\nTo: {envelope.recipients[0]}\r\n\r\n".encode()
+        assert sent(core) == head + "..first line\r\nnaïve\r\n..second\r\nend\r\n.\r\n".encode()
+        assert isinstance(exchange(core, b"250 Queued\r\n"), Delivered)
+
+
 def test_smtputf8_and_8bitmime_are_declared_on_mail_from_when_offered():
     core = client()
     ready(core)

@@ -125,3 +125,23 @@ def test_a_retry_envelope_of_a_composed_one_has_the_same_bytes() -> None:
     assert again.recipients == ("bob@example.com",)
     with pytest.raises(nm.InvalidMessage):
         envelope.with_recipients(["bob@example.com\r\nRCPT TO:<x@evil.example>"])
+
+
+def test_the_message_id_composition_gives_is_the_one_its_header_holds() -> None:
+    envelope = composed()
+    from_bytes = nm.Envelope(envelope.sender, envelope.recipients, raw=envelope.raw)
+    assert envelope.message_id == from_bytes.message_id
+    assert envelope.message_id.startswith("<")
+    assert envelope.message_id.endswith("@example.com>")
+    assert envelope.with_recipients(["bob@example.com"]).message_id == envelope.message_id
+
+
+@pytest.mark.parametrize(
+    ("recipient", "needed"),
+    [("ann@example.com", False), ("ann@bücher.de", False), ("jösé@example.com", True)],
+)
+def test_only_a_non_ascii_local_part_needs_smtputf8_in_an_envelope_from_bytes(
+    recipient: str, needed: bool
+) -> None:
+    envelope = nm.Envelope("alerts@example.com", [recipient], raw=b"Subject: x\r\n\r\nx\r\n")
+    assert envelope.needs_smtputf8 is needed

@@ -148,6 +148,8 @@ def ascii_domain(domain: str) -> str:
 
 def wire_address(address: str) -> str:
     """``address`` with its domain in A-labels; the local part is left as it is."""
+    if address.isascii():
+        return address
     local_part, _, domain = address.rpartition("@")
     return f"{local_part}@{ascii_domain(domain)}"
 

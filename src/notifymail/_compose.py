@@ -171,6 +171,7 @@ class _Composition:
             to_line = _UNDISCLOSED_RECIPIENTS
         else:
             to_line = address_list("To", to, utf8=utf8) if to else b""
+        message_id = f"<{secrets.token_hex(16)}@{self._message_id_domain}>"
         head = b"".join(
             (
                 from_line,
@@ -178,10 +179,12 @@ class _Composition:
                 address_list("Cc", cc, utf8=utf8) if cc else b"",
                 reply_to,
                 self._subject_and_date,
-                f"Message-ID: <{secrets.token_hex(16)}@{self._message_id_domain}>\r\n".encode(),
+                f"Message-ID: {message_id}\r\n".encode(),
                 self._custom,
                 extra,
                 self._mime,
             )
         )
-        return Envelope._composed(self._sender, recipients, head, self._tail, smtputf8=utf8)
+        return Envelope._composed(
+            self._sender, recipients, head, self._tail, smtputf8=utf8, message_id=message_id
+        )

@@ -151,6 +151,8 @@ def hand_over(envelope: Envelope, retry: RetryPolicy) -> HandOver:
             delivery = outcome
             deliveries.append(delivery)
         accepted.update(dict.fromkeys(delivery.accepted))
+        if not delivery.refused:
+            break
         refused.update(delivery.refused)
         again = tuple(address for address, reply in delivery.refused.items() if reply.is_transient)
         if not again or attempt >= retry.max_attempts:

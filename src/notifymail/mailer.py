@@ -599,7 +599,7 @@ class _FeedBase:
 
     def prepare(self) -> None:
         if (envelope := self._dispatch.peek()) is not None:
-            envelope.raw  # noqa: B018 - serialised once, cached on the envelope
+            envelope._parts()  # serialised once, cached on the envelope
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         if self._throttle is not None:

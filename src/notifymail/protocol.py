@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import re
 import ssl
 import time
 from collections import deque
@@ -95,6 +96,9 @@ MAX_REPLY_TEXT: Final = 512  # characters of a reply kept in a Reply, and so in 
 PIPELINE_WINDOW: Final = 100
 
 _END_OF_DATA = b".\r\n"
+# A reply line: three digits, then " " (the last line), "-" (more follow) or nothing,
+# then the text, then CRLF (or a bare LF, from a lax server).
+_REPLY_LINE = re.compile(rb"([0-9]{3})(?:([ -])(.*?))?\r?\n")
 _MASK = "**********"
 # TLS handshake failures that mean the other end answered in plain text.
 _PLAINTEXT_PEER = frozenset(
@@ -353,15 +357,10 @@ def _extensions(lines: list[bytes]) -> dict[str, str]:
     return extensions
 
 
-def _parse_line(line: bytes) -> tuple[int, bool, bytes]:
-    """A reply line's code, whether it is the last line of its reply, and its text."""
-    if line.endswith(b"\r"):
-        line = line[:-1]
-    code, separator = line[:3], line[3:4]
-    if len(code) != 3 or not code.isdigit() or separator not in (b" ", b"-", b""):
-        shown = printable(line[:80].decode("utf-8", "backslashreplace"))
-        raise RemoteProtocolError(f"sent a malformed reply line {shown!r}")
-    return int(code), separator != b"-", line[4:]
+def _malformed(line: bytes) -> RemoteProtocolError:
+    """The error for a reply line that is not one (``line`` without its line end)."""
+    shown = printable(line[:80].decode("utf-8", "backslashreplace"))
+    return RemoteProtocolError(f"sent a malformed reply line {shown!r}")
 
 
 @dataclass(slots=True)
@@ -423,6 +422,9 @@ class SmtpClient:
         self._transaction: _Transaction | None = None
         self._next: _Transaction | None = None  # queued behind the end of DATA (ahead)
         self._transactions = 0  # started on this connection
+        # The last body shared by envelopes (see Envelope._composed), dot-stuffed, and
+        # whether it is all ASCII: a notification's envelopes scan their body once.
+        self._shared: tuple[bytes, bytes, bool] = (b"", b"", True)
         self._pending: DeliveryError | None = None  # to report once QUIT is answered
         # During AUTH only: the responses still to send on 334, and the forms of the
         # secret a server might repeat in its reply.
@@ -501,7 +503,10 @@ class SmtpClient:
                     continue
             if reply is not None:
                 self._deadline = None
-                self._on_reply(self._owed.popleft(), *reply)
+                if self.state is State.SENDING:
+                    self._on_transaction_reply(self._owed.popleft(), *reply)
+                else:
+                    self._on_reply(self._owed.popleft(), *reply)
             elif self._eof:
                 self._lose_connection(EOFError())
             else:
@@ -558,7 +563,7 @@ class SmtpClient:
                 )
                 return _Transaction(envelope, [], [], 1, failure=PermanentFailure(message))
             options, encoding = " SMTPUTF8", "utf-8"
-        if "8BITMIME" in self.extensions and not envelope.raw.isascii():
+        if "8BITMIME" in self.extensions and not self._is_ascii(envelope):
             options += " BODY=8BITMIME"
         # Envelope refuses addresses holding white space, brackets or control characters,
         # so none of these lines can be two.
@@ -604,24 +609,28 @@ class SmtpClient:
         lines = self._lines
         start = self._scanned
         while True:
-            end = incoming.find(b"\n", start)
-            if end < 0:
+            end = incoming.find(b"\n", start) + 1
+            if not end:
                 self._scanned = start
                 if len(incoming) > MAX_REPLY_BYTES:
                     raise RemoteProtocolError(f"sent a reply longer than {MAX_REPLY_BYTES} bytes")
                 return None
-            code, last, text = _parse_line(bytes(incoming[start:end]))
-            start = end + 1
-            lines.append(text)
+            line = _REPLY_LINE.fullmatch(incoming, start, end)
+            if line is None:
+                text = bytes(incoming[start : end - 1])
+                raise _malformed(text[:-1] if text.endswith(b"\r") else text)
+            start = end
+            code, separator, text = line.groups()
+            lines.append(text or b"")
             if len(lines) > MAX_REPLY_LINES:
                 raise RemoteProtocolError(f"sent a reply of more than {MAX_REPLY_LINES} lines")
             if start > MAX_REPLY_BYTES:
                 raise RemoteProtocolError(f"sent a reply longer than {MAX_REPLY_BYTES} bytes")
-            if last:
+            if separator != b"-":
                 del incoming[:start]
                 self._scanned = 0
                 self._lines = []
-                return code, lines
+                return int(code), lines
 
     def _reply(self, code: int, lines: list[bytes]) -> Reply:
         """The reply as kept in errors: one line, escaped, capped, no secret in it."""
@@ -634,9 +643,8 @@ class SmtpClient:
         return Reply(code, text)
 
     def _on_reply(self, step: Step, code: int, lines: list[bytes]) -> None:
-        if self.state is State.SENDING:
-            self._on_transaction_reply(step, code, lines)
-        elif step is Step.QUIT:
+        """A reply outside a transaction (see `_on_transaction_reply`)."""
+        if step is Step.QUIT:
             self._close()
             pending, self._pending = self._pending, None
             self._events.append(Closed() if pending is None else Failed(pending))
@@ -829,9 +837,6 @@ class SmtpClient:
         transaction = self._transaction
         assert transaction is not None  # noqa: S101 - SENDING has one
         envelope = transaction.envelope
-        if step is Step.RSET:
-            self._end_transaction(close=code != ReplyCode.OK)
-            return
         if step is Step.MAIL:
             if code != ReplyCode.OK:
                 self._fail_transaction(step, code, lines, f"MAIL FROM:<{envelope.sender}>")
@@ -850,7 +855,7 @@ class SmtpClient:
         elif step is Step.DATA:
             if code == ReplyCode.START_MAIL_INPUT:
                 if transaction.failure is None:
-                    self._send(_dot_stuffed(envelope.raw) + _END_OF_DATA, Step.END_OF_DATA)
+                    self._send_content(envelope)
                 else:  # DATA accepted all the same: end it empty, never send the message
                     self._send(_END_OF_DATA, Step.EMPTY_DATA)
                 return
@@ -869,6 +874,9 @@ class SmtpClient:
             # Either reply ends the transaction (RFC 5321 3.3): nothing to reset.
             self._fail_transaction(step, code, lines, "the message")
             self._end_transaction(close=code == ReplyCode.SERVICE_NOT_AVAILABLE)
+            return
+        elif step is Step.RSET:
+            self._end_transaction(close=code != ReplyCode.OK)
             return
         if code == ReplyCode.SERVICE_NOT_AVAILABLE:  # the server is closing the connection
             self._end_transaction(close=True)
@@ -929,6 +937,27 @@ class SmtpClient:
             action=f"MAIL FROM:<{queued.envelope.sender}>",
         )
         self._events.append(Failed(error, reconnect=queued.failure is None))
+
+    def _send_content(self, envelope: Envelope) -> None:
+        """The message, dot-stuffed, and the end of DATA."""
+        head, tail = envelope._parts()
+        if tail and head.endswith(b"\n"):
+            self._outgoing += (_dot_stuffed(head), self._shared_part(tail)[0])
+        else:
+            self._outgoing.append(_dot_stuffed(head + tail))
+        self._send(_END_OF_DATA, Step.END_OF_DATA)
+
+    def _is_ascii(self, envelope: Envelope) -> bool:
+        head, tail = envelope._parts()
+        return head.isascii() and (not tail or self._shared_part(tail)[1])
+
+    def _shared_part(self, tail: bytes) -> tuple[bytes, bool]:
+        """A body that envelopes share (it starts a line), dot-stuffed, and whether it is
+        all ASCII: worked out once for all the envelopes that share it."""
+        shared = self._shared
+        if shared[0] is not tail:
+            shared = self._shared = (tail, _dot_stuffed(tail), tail.isascii())
+        return shared[1], shared[2]
 
     # --- the connection ---
 

@@ -63,7 +63,7 @@ class Envelope:
     says that an address only the headers hold (a ``Reply-To``) needs SMTPUTF8.
     """
 
-    __slots__ = ("_message", "_raw", "_tail", "recipients", "sender", "smtputf8")
+    __slots__ = ("_message", "_message_id", "_raw", "_tail", "recipients", "sender", "smtputf8")
 
     sender: str
     recipients: tuple[str, ...]
@@ -71,6 +71,7 @@ class Envelope:
     _message: EmailMessage | None
     _raw: bytes | None
     _tail: bytes  # bytes after _raw that other envelopes share: see _composed
+    _message_id: str | None  # found on first use, or given by composition
 
     def __init__(
         self,
@@ -101,6 +102,7 @@ class Envelope:
         set_(self, "_message", message)
         set_(self, "_raw", raw)
         set_(self, "_tail", b"")
+        set_(self, "_message_id", None)
 
     @classmethod
     def _composed(
@@ -111,11 +113,13 @@ class Envelope:
         tail: bytes,
         *,
         smtputf8: bool,
+        message_id: str | None = None,
     ) -> Envelope:
         """Composition's envelope: the bytes ``head + tail``, both finished, where ``tail``
         (the body) is one object shared by every envelope of a notification, so that
         20,000 envelopes hold one body. Composition has validated the addresses and
-        written CRLF line ends, so nothing is checked again here.
+        written CRLF line ends, so nothing is checked again here. ``head`` ends a line,
+        so ``tail`` starts one; ``message_id`` is the one ``head`` holds, when known.
         """
         envelope = cls.__new__(cls)
         set_ = object.__setattr__
@@ -125,6 +129,7 @@ class Envelope:
         set_(envelope, "_message", None)
         set_(envelope, "_raw", head)
         set_(envelope, "_tail", tail)
+        set_(envelope, "_message_id", message_id)
         return envelope
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -152,7 +157,11 @@ class Envelope:
     @property
     def needs_smtputf8(self) -> bool:
         """Whether an address has a non-ASCII local part, which only SMTPUTF8 can carry."""
-        return self.smtputf8 or any(map(needs_smtputf8, (self.sender, *self.recipients)))
+        if self.smtputf8:
+            return True
+        addresses = (self.sender, *self.recipients)
+        # The whole address in ASCII is the common case, and settles it at C speed.
+        return not all(map(str.isascii, addresses)) and any(map(needs_smtputf8, addresses))
 
     @property
     def raw(self) -> bytes:
@@ -161,12 +170,18 @@ class Envelope:
         Headers are 7-bit (RFC 2047 encoded) unless an address needs SMTPUTF8.
         Serialised once, on first use.
         """
+        head, tail = self._parts()
+        # Joined on each use rather than kept: the body stays shared between envelopes.
+        return head + tail if tail else head
+
+    def _parts(self) -> tuple[bytes, bytes]:
+        """``raw`` in the two parts it is kept in: this envelope's own, and the tail (the
+        body) shared with other envelopes, ``b""`` when none is (see `_composed`)."""
         raw = self._raw
         if raw is None:
             raw = self._serialise()
             object.__setattr__(self, "_raw", raw)
-        # Joined on each use rather than kept: the body stays shared between envelopes.
-        return raw + self._tail if self._tail else raw
+        return raw, self._tail
 
     @property
     def message(self) -> EmailMessage:
@@ -185,13 +200,18 @@ class Envelope:
     @property
     def message_id(self) -> str:
         """The ``Message-ID`` header, or ``""`` when the message has none."""
+        found = self._message_id
+        if found is not None:
+            return found
         message = self._message
-        if message is not None:
+        if message is not None:  # a message may still change: read it each time
             return str(message.get("Message-ID", ""))
         head = self._raw if self._tail else self.raw.partition(b"\r\n\r\n")[0] + b"\r\n"
         assert head is not None  # noqa: S101 - an envelope without a message has bytes
         match = _MESSAGE_ID.search(head)
-        return "" if match is None else " ".join(match[1].decode("ascii", "replace").split())
+        found = "" if match is None else " ".join(match[1].decode("ascii", "replace").split())
+        object.__setattr__(self, "_message_id", found)  # the bytes never change
+        return found
 
     def with_recipients(self, recipients: Iterable[str]) -> Envelope:
         """The same bytes from the same sender, for ``recipients`` (a retry to some of them)."""
@@ -202,7 +222,12 @@ class Envelope:
             for address in recipients:
                 _check_address(address)
             return Envelope._composed(
-                self.sender, recipients, self._raw, self._tail, smtputf8=self.needs_smtputf8
+                self.sender,
+                recipients,
+                self._raw,
+                self._tail,
+                smtputf8=self.needs_smtputf8,
+                message_id=self._message_id,
             )
         return Envelope(self.sender, recipients, raw=self.raw, smtputf8=self.needs_smtputf8)
 
