@@ -4,8 +4,10 @@ A host's own module would look the same: a Celery app and ``register(app, factor
 The tests configure it through the environment of each worker process they start:
 ``NMTEST_BROKER`` (the Redis URL), ``NMTEST_SMTP_PORT`` (the test's SMTP server on
 127.0.0.1), ``NMTEST_RATE`` (``max_recipients_per_second``, optional) and
-``NMTEST_VISIBILITY`` (seconds before Redis hands a dead worker's messages to another) and
-``NMTEST_NAME`` (the EHLO name, so the server can tell the workers apart).
+``NMTEST_VISIBILITY`` (seconds before Redis hands a dead worker's messages to another),
+``NMTEST_SUPPRESSIONS`` (the path of a ``SqliteSuppressions`` file the test shares with the
+workers, optional; see ``Suppressions``) and ``NMTEST_NAME`` (the EHLO name, so the server can tell the workers
+apart).
 """
 
 from __future__ import annotations
@@ -33,6 +35,16 @@ app.conf.update(
 )
 
 
+class Suppressions(nm.SqliteSuppressions):
+    """The list the test shares, which fails while the file ``<path>.down`` exists, as a
+    host's list on a database that is down would."""
+
+    def is_suppressed(self, address: str) -> bool:
+        if os.path.exists(f"{self.path}.down"):
+            raise ConnectionError(f"{self.path} is down")
+        return super().is_suppressed(address)
+
+
 def mailer() -> nm.Mailer:
     rate = os.environ.get("NMTEST_RATE")
     settings = nm.EmailSettings(
@@ -44,7 +56,9 @@ def mailer() -> nm.Mailer:
     )
     assert settings.smtp is not None
     transport = nm.SmtpTransport(settings.smtp, local_hostname=os.environ["NMTEST_NAME"])
-    return nm.Mailer(settings, transport=transport)
+    listed = os.environ.get("NMTEST_SUPPRESSIONS")
+    suppressions = None if listed is None else Suppressions(listed)
+    return nm.Mailer(settings, transport=transport, suppressions=suppressions)
 
 
 register(app, mailer)

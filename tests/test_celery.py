@@ -8,11 +8,13 @@ only add time. The rate test sends 200 recipients at 50 a second: four windows f
 the limit, which is what the bound is about.
 
 The tests that need nothing special share one cluster of two workers (concurrency 2 each);
-each uses recipients and keys of its own.
+each uses recipients and keys of its own. The workers' mailers share a suppression list,
+a ``SqliteSuppressions`` file the tests write to as the host would.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import random
@@ -49,13 +51,15 @@ def outsiders(count: int, prefix: str = "reader") -> list[str]:
 
 @dataclass
 class Cluster:
-    """Redis, an SMTP server, worker processes (none started yet) and the host's side."""
+    """Redis, an SMTP server, worker processes (none started yet) and the host's side;
+    ``suppressions`` is the path of the suppression list the workers' mailers share."""
 
     redis: RedisServer
     smtp: SmtpServer
     handler: StampingHandler
     workers: Workers
     host_app: Celery
+    suppressions: Path
     outboxes: list[CeleryOutbox] = field(default_factory=list)
 
     def outbox(self, **settings: Any) -> CeleryOutbox:
@@ -74,6 +78,13 @@ class Cluster:
             raise AssertionError(f"{error}: {outbox.status(key)}\n{self.workers.logs()}") from None
         return outbox.status(key)
 
+    def unpark(self, queue: str) -> None:
+        """Hand the tasks waiting in ``queue``, which no worker consumes, to the workers,
+        oldest first. A task retried goes back to ``queue``: unpark only those that will
+        not be retried."""
+        for _ in range(self.redis.client.llen(queue)):
+            self.redis.client.rpoplpush(queue, "notifymail")
+
 
 @contextlib.contextmanager
 def running_cluster(directory: Path, *, rate: int | None = None) -> Iterator[Cluster]:
@@ -84,14 +95,20 @@ def running_cluster(directory: Path, *, rate: int | None = None) -> Iterator[Clu
         handler = StampingHandler()
         smtp = start_smtp_server(handler=handler)
         stack.callback(smtp.stop)
-        environment = {"NMTEST_BROKER": redis_server.url, "NMTEST_SMTP_PORT": str(smtp.port)}
+        suppressions = directory / "suppressions.db"
+        nm.SqliteSuppressions(suppressions).close()  # made once, before the workers share it
+        environment = {
+            "NMTEST_BROKER": redis_server.url,
+            "NMTEST_SMTP_PORT": str(smtp.port),
+            "NMTEST_SUPPRESSIONS": str(suppressions),
+        }
         if rate is not None:
             environment["NMTEST_RATE"] = str(rate)
         workers = Workers(directory, environment)
         stack.callback(workers.stop_all)
         host_app = Celery("host", broker=redis_server.url)
         stack.callback(host_app.close)
-        cluster = Cluster(redis_server, smtp, handler, workers, host_app)
+        cluster = Cluster(redis_server, smtp, handler, workers, host_app, suppressions)
         yield cluster
         for outbox in cluster.outboxes:
             outbox.close()
@@ -215,6 +232,128 @@ def test_a_recipient_still_refused_after_max_lifetime_is_recorded_failed(shared:
     # No attempt starts after max_lifetime (0.1 s for the way from the worker to the
     # server; the next attempt would have come 0.2 s later).
     assert max(tries) < enqueued + 1.5 + 0.1
+
+
+# --- the suppression list at delivery time: the workers' mailers share a SqliteSuppressions
+
+HOLDERS = ("sub-ann@example.com", "sub-bob@example.com", "sub-cat@example.com")
+
+
+def host_mailer(outbox: CeleryOutbox, suppressions: nm.Suppressions) -> nm.Mailer:
+    """The host's mailer: the holders are account holders, who share one envelope."""
+    people = nm.InMemoryDirectory(nm.Person(address) for address in HOLDERS)
+    return nm.Mailer(
+        SETTINGS,
+        transport=nm.MemoryTransport(),
+        directory=people,
+        suppressions=suppressions,
+        outbox=outbox,
+    )
+
+
+def without_the_notification_flag(message: bytes) -> bytes:
+    """A task message as a version before the flag sent it: the same kwargs without it."""
+    task = json.loads(message)
+    args, kwargs, embed = json.loads(base64.b64decode(task["body"]))
+    del kwargs["notification"]
+    task["body"] = base64.b64encode(json.dumps([args, kwargs, embed]).encode()).decode()
+    return json.dumps(task).encode()
+
+
+def test_recipients_suppressed_after_the_enqueue_are_never_sent_and_count_as_suppressed(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox(queue="parked-suppressed")  # held there until unparked
+    recipients = [*HOLDERS, "sub-dee@partner.example", "sub-eve@client.example"]
+    with nm.SqliteSuppressions(shared.suppressions) as suppressions:
+        mailer = host_mailer(outbox, suppressions)
+        queued = mailer.enqueue(nm.Notification(recipients, "Drop", text="-12%"), key="later")
+        assert (queued.envelopes, queued.recipients) == (3, 5)  # the holders share one
+        suppressions.add("Sub-Bob@Example.com", "unsubscribed")  # one of an envelope's three
+        suppressions.add("sub-eve@client.example", "unsubscribed")  # an envelope's only one
+        shared.unpark("parked-suppressed")
+
+        status = shared.settle(outbox, "later", timeout=30)
+
+    assert status == CeleryStatus(accepted=3, suppressed=2)
+    assert shared.handler.delivered("sub-") == {
+        "sub-ann@example.com": 1,
+        "sub-cat@example.com": 1,
+        "sub-dee@partner.example": 1,
+    }
+    assert shared.handler.rcpts("sub-bob@example.com") == []
+    assert shared.handler.rcpts("sub-eve@client.example") == []
+
+
+def test_system_mail_is_delivered_to_a_suppressed_address(shared: Cluster) -> None:
+    outbox = shared.outbox()
+    with nm.SqliteSuppressions(shared.suppressions) as suppressions:
+        suppressions.add("sys-bob@example.org", "unsubscribed")
+        reset = nm.Message(["sys-bob@example.org"], "Reset your password", text="Here.")
+        host_mailer(outbox, suppressions).enqueue(reset, key="reset")
+
+        status = shared.settle(outbox, "reset", timeout=30)
+
+    assert status == CeleryStatus(accepted=1)
+    assert shared.handler.delivered("sys-") == {"sys-bob@example.org": 1}
+
+
+def test_a_task_from_before_the_notification_flag_is_delivered_unfiltered(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox(queue="parked-old")
+    with nm.SqliteSuppressions(shared.suppressions) as suppressions:
+        alert = nm.Notification(["old-bob@example.org"], "Drop", text="-12%")
+        host_mailer(outbox, suppressions).enqueue(alert, key="old-task")
+        suppressions.add("old-bob@example.org", "unsubscribed")
+    (message,) = shared.redis.client.lrange("parked-old", 0, -1)
+    shared.redis.client.lpush("notifymail", without_the_notification_flag(message))
+
+    assert shared.settle(outbox, "old-task", timeout=30) == CeleryStatus(accepted=1)
+    assert shared.handler.delivered("old-") == {"old-bob@example.org": 1}
+
+
+def test_a_notification_waits_while_the_suppression_list_fails_and_is_then_delivered(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox()
+    down = shared.suppressions.with_name(f"{shared.suppressions.name}.down")
+    down.touch()  # the workers' lookups fail now (see celery_app.Suppressions)
+    with nm.SqliteSuppressions(shared.suppressions) as suppressions:
+        alert = nm.Notification(["broken-ann@example.org"], "Drop", text="-12%")
+        host_mailer(outbox, suppressions).enqueue(alert, key="broken")
+    wait_until(
+        lambda: "broken #0: the suppression list failed" in shared.workers.logs(),
+        10,
+        "a lookup to fail",
+    )
+    assert outbox.status("broken") == CeleryStatus(pending=1)
+    down.unlink()
+
+    assert shared.settle(outbox, "broken", timeout=30) == CeleryStatus(accepted=1)
+    assert shared.handler.delivered("broken-") == {"broken-ann@example.org": 1}
+
+
+def test_a_5_1_1_refusal_seen_by_a_worker_joins_its_suppression_list_as_a_hard_bounce(
+    shared: Cluster,
+) -> None:
+    shared.handler.refuse["bounce-gone@example.org"] = "550 5.1.1 No such user"
+    outbox = shared.outbox()
+    with nm.SqliteSuppressions(shared.suppressions) as suppressions:
+        alert = nm.Notification(
+            ["bounce-gone@example.org", "bounce-fine@example.org"], "Drop", text="-12%"
+        )
+        host_mailer(outbox, suppressions).enqueue(alert, key="bounced")
+
+        status = shared.settle(outbox, "bounced", timeout=30)
+        # Written right after the outcomes that settle waits for.
+        wait_until(
+            lambda: suppressions.is_suppressed("bounce-gone@example.org"), 10, "the hard bounce"
+        )
+        reasons = [suppressions.reason(f"bounce-{name}@example.org") for name in ("gone", "fine")]
+
+    assert status == CeleryStatus(accepted=1, refused=1)
+    assert reasons == ["hard bounce", None]
 
 
 def test_a_worker_killed_mid_run_twice_loses_nothing_and_repeats_at_most_one_envelope_per_kill(

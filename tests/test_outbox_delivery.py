@@ -140,6 +140,81 @@ def test_deliver_queued_needs_an_outbox_that_workers_claim_from(
         mailer.deliver_queued()
 
 
+class KeyOnlyOutbox:
+    """A host's outbox written before ``notification`` existed: ``enqueue(envelopes, *,
+    key)``, keeping envelopes in memory."""
+
+    def __init__(self) -> None:
+        self.stored: dict[str, list[nm.Envelope]] = {}
+
+    def enqueue(self, envelopes: Sequence[nm.Envelope], *, key: str) -> nm.Queued:
+        new = key not in self.stored
+        stored = self.stored.setdefault(key, list(envelopes))
+        recipients = sum(len(envelope.recipients) for envelope in stored)
+        return nm.Queued(id=key, key=key, envelopes=len(stored), recipients=recipients, new=new)
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_an_outbox_of_the_older_shape_takes_notifications_and_system_mail(kind: str) -> None:
+    outbox = KeyOnlyOutbox()
+    items: list[nm.Message | nm.Notification] = [
+        alert(*outsiders(2)),
+        nm.Message(["ann@example.com"], "Reset your password", text="Here."),
+    ]
+    if kind == "asyncio":
+        amailer = nm.AsyncMailer(SETTINGS, transport=nm.AsyncMemoryTransport(), outbox=outbox)
+
+        async def enqueue_all() -> list[nm.Queued]:
+            return [await amailer.enqueue(item, key=str(n)) for n, item in enumerate(items)]
+
+        queued = asyncio.run(enqueue_all())
+    else:
+        mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+        queued = [mailer.enqueue(item, key=str(n)) for n, item in enumerate(items)]
+
+    assert [(q.key, q.envelopes, q.recipients, q.new) for q in queued] == [
+        ("0", 2, 2, True),
+        ("1", 1, 1, True),
+    ]
+    assert [e.recipients for e in outbox.stored["0"]] == [(r,) for r in outsiders(2)]
+    assert outbox.stored["1"][0].recipients == ("ann@example.com",)
+
+
+class FlagNoting:
+    """An outbox that notes the ``notification`` flag of each key it is given."""
+
+    def __init__(self) -> None:
+        self.flags: dict[str, object] = {}
+
+    def enqueue(
+        self, envelopes: Sequence[nm.Envelope], *, key: str, notification: bool = False
+    ) -> nm.Queued:
+        self.flags[key] = notification
+        return nm.Queued(id=key, key=key, envelopes=len(envelopes), recipients=0, new=True)
+
+
+class OptionsNoting(FlagNoting):
+    """The same, taking its options as ``**options``."""
+
+    def enqueue(
+        self, envelopes: Sequence[nm.Envelope], *, key: str, **options: object
+    ) -> nm.Queued:
+        self.flags[key] = options.get("notification", "not given")
+        return nm.Queued(id=key, key=key, envelopes=len(envelopes), recipients=0, new=True)
+
+
+@pytest.mark.parametrize("outbox_class", [FlagNoting, OptionsNoting])
+def test_an_outbox_that_takes_the_flag_is_told_which_items_are_notifications(
+    outbox_class: type[FlagNoting],
+) -> None:
+    outbox = outbox_class()
+    mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+    mailer.enqueue(alert("a@example.org"), key="alert")
+    mailer.enqueue(nm.Message(["a@example.org"], "Reset your password", text="."), key="reset")
+
+    assert outbox.flags == {"alert": True, "reset": False}
+
+
 def test_limit_bounds_the_envelopes_tried(
     mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
 ) -> None:

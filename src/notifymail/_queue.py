@@ -9,6 +9,7 @@ envelope's outcome. ``backoff`` is the retry schedule every store follows.
 
 from __future__ import annotations
 
+import inspect
 import random as _random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
     from notifymail.errors import DeliveryError
     from notifymail.values import Delivery, Envelope, Reply
 
-__all__ = ["Claim", "DeliveryQueue", "Outbox", "Queued", "Settled", "backoff"]
+__all__ = ["Claim", "DeliveryQueue", "Outbox", "Queued", "Settled", "backoff", "enqueue_into"]
 
 JITTER = 0.1  # at most this fraction of the delay is added at random
 
@@ -66,12 +67,38 @@ class Outbox(Protocol):
     """Keeps envelopes until they are delivered.
 
     ``enqueue`` stores every envelope of one item, or none; a ``key`` seen before stores
-    nothing and returns the first record with ``new=False``.
+    nothing and returns the first record with ``new=False``. ``notification`` says
+    that the envelopes are a notification's, whose recipients the suppression list is
+    asked about again when they are delivered; system mail (a ``Message``) is
+    ``False``, and the list never applies to it.
+
+    An outbox written before ``notification`` existed, with ``enqueue(envelopes, *,
+    key)``, keeps working: the mailer passes ``notification`` only to an ``enqueue``
+    that has a parameter of that name or takes ``**kwargs``. Such an outbox is not told
+    which envelopes are a notification's: their recipients were checked against the
+    suppression list at enqueue, not again at delivery. (A type checker asks for the
+    new parameter.)
     """
 
-    def enqueue(self, envelopes: Sequence[Envelope], *, key: str) -> Queued:
-        """Store ``envelopes`` under ``key``, all or none."""
+    def enqueue(
+        self, envelopes: Sequence[Envelope], *, key: str, notification: bool = False
+    ) -> Queued:
+        """Store ``envelopes`` under ``key``, all or none; ``notification``: they are a
+        notification's."""
         ...
+
+
+def enqueue_into(
+    outbox: Outbox, envelopes: Sequence[Envelope], *, key: str, notification: bool
+) -> Queued:
+    """``outbox.enqueue``, told ``notification`` when its signature takes it: an outbox
+    of the older shape, ``enqueue(envelopes, *, key)``, is called as it expects."""
+    parameters = inspect.signature(outbox.enqueue).parameters
+    if "notification" in parameters or any(
+        parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()
+    ):
+        return outbox.enqueue(envelopes, key=key, notification=notification)
+    return outbox.enqueue(envelopes, key=key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,14 +137,6 @@ class Settled:
 @runtime_checkable
 class DeliveryQueue(Outbox, Protocol):
     """An outbox that workers claim envelopes from, one lease per envelope."""
-
-    def enqueue(
-        self, envelopes: Sequence[Envelope], *, key: str, notification: bool = False
-    ) -> Queued:
-        """Store ``envelopes`` under ``key``, all or none; ``notification`` says that
-        they are a notification's, to be checked against the suppression list again
-        when delivered (see `Claim`)."""
-        ...
 
     def claim(self, limit: int) -> list[Claim]:
         """Lease up to ``limit`` envelopes that are due; no other worker gets them."""

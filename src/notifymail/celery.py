@@ -10,6 +10,10 @@ needs on top of that, so this module keeps it in Redis, where every worker sees 
 - the ``max_recipients_per_second`` window, because Celery's ``rate_limit`` is per worker
   and N workers would send N times the quota.
 
+A notification's task also asks the worker mailer's suppression list again before it
+sends, as ``deliver_queued`` does for the SQLite outbox: someone may have unsubscribed
+since the enqueue.
+
 Imported by name only (``import notifymail.celery``): ``import notifymail`` never loads
 Celery or Redis.
 """
@@ -34,11 +38,13 @@ except ImportError as error:  # pragma: no cover - the extra is installed for th
         "notifymail.celery needs Celery and Redis: pip install 'notifymail[celery]'"
     ) from error
 
+from notifymail._delivery import Handed, record_hard_bounces, split_suppressed
 from notifymail._queue import Queued, backoff
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
+    from notifymail._delivery import Suppressions
     from notifymail.mailer import Mailer
 
 __all__ = ["TASK_NAME", "CeleryOutbox", "CeleryStatus", "register"]
@@ -120,12 +126,15 @@ for i = 1, tonumber(ARGV[1]) do redis.call('ZADD', KEYS[1], 'XX', now, ARGV[2] .
 class CeleryStatus:
     """How many recipients of one enqueue key are in each state.
 
+    ``suppressed`` counts a notification's recipients left out because they were on the
+    worker mailer's suppression list when their task ran: never sent, never retried.
     ``pending`` counts those not yet settled: queued, being sent, or waiting for a retry.
     """
 
     accepted: int = 0
     refused: int = 0
     failed: int = 0
+    suppressed: int = 0
     pending: int = 0
 
 
@@ -226,7 +235,8 @@ class _RateWindow:
 
 
 class _Busy(Exception):
-    """The envelope must wait ``wait`` seconds for something other than a failure."""
+    """The envelope must wait ``wait`` seconds for something other than a failed delivery
+    (another task's claim, the rate window, a suppression list that did not answer)."""
 
     def __init__(self, wait: float) -> None:
         super().__init__(f"busy for {wait:.3f} s")
@@ -247,6 +257,9 @@ class _Job:
     min_backoff: float
     max_backoff: float
     attempt: int = 1  # failed attempts so far, plus one; waiting for a claim is none
+    # A notification's envelope, which the suppression list applies to. An older
+    # version's task does not say: delivered unfiltered, as system mail is.
+    notification: bool = False
 
     @property
     def deadline(self) -> float:
@@ -305,11 +318,15 @@ class CeleryOutbox:
     def __repr__(self) -> str:
         return f"{type(self).__name__}(queue={self.queue!r})"
 
-    def enqueue(self, envelopes: Sequence[Envelope], *, key: str) -> Queued:
+    def enqueue(
+        self, envelopes: Sequence[Envelope], *, key: str, notification: bool = False
+    ) -> Queued:
         """Send one task per envelope, once per ``key``.
 
         A second call with the same key (within the week its record is kept) sends
         nothing and returns the first call's record with ``new=False``.
+        ``notification``: the envelopes are a notification's, whose recipients the
+        worker asks its mailer's suppression list about again before sending.
         """
         job = {
             "id": uuid.uuid4().hex,
@@ -328,6 +345,7 @@ class CeleryOutbox:
             "max_lifetime": self.max_lifetime,
             "min_backoff": self.min_backoff,
             "max_backoff": self.max_backoff,
+            "notification": notification,
         }
         with self.app.producer_or_acquire() as producer:
             for index, envelope in enumerate(envelopes):
@@ -344,24 +362,24 @@ class CeleryOutbox:
         return _queued(key, job, new=True)
 
     def status(self, key: str) -> CeleryStatus:
-        """How many recipients enqueued under ``key`` are accepted, refused, failed, pending.
+        """How many recipients enqueued under ``key`` are accepted, refused, failed,
+        suppressed, pending.
 
         All zero for a key never enqueued, or whose record has expired.
         """
         job, counts = self._records.status(key)
         if job is None:
             return CeleryStatus()
-        accepted, refused, failed = (counts.get(s, 0) for s in ("accepted", "refused", "failed"))
-        return CeleryStatus(
-            accepted=accepted,
-            refused=refused,
-            failed=failed,
-            pending=int(job["recipients"]) - accepted - refused - failed,
-        )
+        settled = {state: counts.get(state, 0) for state in _SETTLED}
+        return CeleryStatus(**settled, pending=int(job["recipients"]) - sum(settled.values()))
 
     def close(self) -> None:
         """Close the connections to Redis (the broker's are Celery's)."""
         self._records.client.close()
+
+
+_SETTLED = ("accepted", "refused", "failed", "suppressed")  # the outcomes `record` writes
+_LISTED = "on the suppression list"  # the detail of a suppressed outcome
 
 
 def _kwargsrepr(key: str, index: int) -> str:
@@ -432,6 +450,11 @@ class _Worker:
             reason = f"not delivered within max_lifetime ({job.max_lifetime:g} s)"
             records.record(job.key, job.index, dict.fromkeys(pending, ("failed", reason)))
             return None
+        suppressions = mailer.suppressions if job.notification else None
+        if suppressions is not None:
+            pending = _leave_out(job, suppressions, records, pending)
+            if not pending:
+                return None
         envelope = envelope.with_recipients(pending)
         try:
             if window is None:
@@ -455,9 +478,36 @@ class _Worker:
             if r not in transient
         )
         records.record(job.key, job.index, outcomes)
+        if suppressions is not None and delivery.refused:
+            handed = Handed(
+                deliveries=(delivery,),
+                accepted=delivery.accepted,
+                refused=delivery.refused,
+                failed={},
+                error=None,
+            )
+            record_hard_bounces(handed, suppressions.add)
         if transient:
             return _deferred(job, records, tuple(transient), next(iter(transient.values())))
         return None
+
+
+def _leave_out(
+    job: _Job, suppressions: Suppressions, records: _Records, pending: Sequence[str]
+) -> tuple[str, ...]:
+    """The recipients of ``pending`` to send to: those on the suppression list now are
+    recorded as suppressed, done with. A list that cannot be asked makes the task wait
+    (``_Busy``) rather than send to someone who may have left, or lose the envelope."""
+    try:
+        kept, _ = split_suppressed(pending, suppressions.is_suppressed)
+    except Exception as error:
+        logger.warning(
+            "%s #%d: the suppression list failed, retrying: %r", job.key, job.index, error
+        )
+        raise _Busy(job.min_backoff) from error
+    left_out = set(pending).difference(kept)
+    records.record(job.key, job.index, dict.fromkeys(left_out, ("suppressed", _LISTED)))
+    return tuple(kept)
 
 
 def _deferred(
@@ -503,7 +553,9 @@ def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any
 
     ``mailer_factory()`` builds the worker's [`Mailer`][notifymail.Mailer], once per worker
     process, on its first task; its transport hands the envelopes over, its
-    ``max_recipients_per_second`` is held across all workers. Returns the task.
+    ``max_recipients_per_second`` is held across all workers, and its ``suppressions``
+    (if any) are asked about a notification's recipients right before they are sent and
+    are given its 5.1.1 refusals as hard bounces. Returns the task.
     """
     worker = _Worker(mailer_factory)
 
