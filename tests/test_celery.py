@@ -251,13 +251,18 @@ def host_mailer(outbox: CeleryOutbox, suppressions: nm.Suppressions) -> nm.Maile
     )
 
 
-def without_the_notification_flag(message: bytes) -> bytes:
-    """A task message as a version before the flag sent it: the same kwargs without it."""
+def with_kwargs(message: bytes, change: Callable[[dict[str, Any]], object]) -> bytes:
+    """The task message with its kwargs changed by ``change``, as another version sends it."""
     task = json.loads(message)
     args, kwargs, embed = json.loads(base64.b64decode(task["body"]))
-    del kwargs["notification"]
+    change(kwargs)
     task["body"] = base64.b64encode(json.dumps([args, kwargs, embed]).encode()).decode()
     return json.dumps(task).encode()
+
+
+def without_the_notification_flag(message: bytes) -> bytes:
+    """A task message as a version before the flag sent it: the same kwargs without it."""
+    return with_kwargs(message, lambda kwargs: kwargs.pop("notification"))
 
 
 def test_recipients_suppressed_after_the_enqueue_are_never_sent_and_count_as_suppressed(
@@ -311,6 +316,20 @@ def test_a_task_from_before_the_notification_flag_is_delivered_unfiltered(
 
     assert shared.settle(outbox, "old-task", timeout=30) == CeleryStatus(accepted=1)
     assert shared.handler.delivered("old-") == {"old-bob@example.org": 1}
+
+
+def test_a_task_from_a_later_version_with_an_argument_unknown_here_is_delivered(
+    shared: Cluster,
+) -> None:
+    outbox = shared.outbox(queue="parked-new")
+    alert = nm.Notification(["new-bob@example.org"], "Drop", text="-1%")
+    host_mailer(outbox, nm.InMemorySuppressions()).enqueue(alert, key="new-task")
+    (message,) = shared.redis.client.lrange("parked-new", 0, -1)
+    later = with_kwargs(message, lambda kwargs: kwargs.update(priority="high"))
+    shared.redis.client.lpush("notifymail", later)
+
+    assert shared.settle(outbox, "new-task", timeout=30) == CeleryStatus(accepted=1)
+    assert shared.handler.delivered("new-") == {"new-bob@example.org": 1}
 
 
 def test_a_notification_waits_while_the_suppression_list_fails_and_is_then_delivered(

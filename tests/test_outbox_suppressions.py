@@ -124,3 +124,32 @@ def test_without_a_suppression_list_deliver_queued_sends_to_everyone_enqueued(
     assert len(report.accepted) == 4
     assert report.suppressed == ()
     assert len(handler.arrivals) == 4
+
+
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_a_5_1_1_refusal_of_queued_mail_joins_the_list_for_a_notification_only(
+    kind: str, tmp_path: Path
+) -> None:
+    handler = RecordingHandler(
+        refuse={
+            "gone@partner.example": "550 5.1.1 No such user",
+            "left@partner.example": "550 5.1.1 No such user",
+        }
+    )
+    smtp = start_smtp_server(handler=handler)
+    try:
+        path = tmp_path / "mail.db"
+        enqueue(path, nm.Notification(["gone@partner.example"], "Drop", text="-12%"))
+        settings = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
+        with nm.SqliteOutbox(path) as outbox:
+            mailer = nm.Mailer(settings, transport=nm.MemoryTransport(), outbox=outbox)
+            mailer.enqueue(nm.Message(["left@partner.example"], "Reset", text="link"))
+        suppressions = nm.InMemorySuppressions()
+
+        report = deliver(kind, smtp, path, suppressions)
+    finally:
+        smtp.stop()
+
+    assert sorted(report.refused) == ["gone@partner.example", "left@partner.example"]
+    assert suppressions.is_suppressed("gone@partner.example")
+    assert not suppressions.is_suppressed("left@partner.example")  # system mail: never

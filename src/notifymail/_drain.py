@@ -103,9 +103,9 @@ class Claimed:
     it is known: the ``Handing`` a mailer's feed takes envelopes from.
 
     Its methods block on the outbox: `take` checks the lease, `done` records the outcome
-    (and adds hard bounces to the suppression list), `leave_out` asks the list. Once
-    the server is unavailable (no connection, or 421), the envelopes not yet handed out
-    are deferred unsent, as Postfix does, and `take` hands out nothing more.
+    (and adds a notification's hard bounces to the suppression list), `leave_out` asks
+    the list. Once the server is unavailable (no connection, or 421), the envelopes not
+    yet handed out are deferred unsent, as Postfix does, and `take` hands out nothing more.
     """
 
     def __init__(
@@ -205,8 +205,8 @@ class Claimed:
         settled = self._queue.settle(claim, outcome, suppressed=suppressed)
         self._left_out.pop(claim.id, None)
         handed = _handed(settled, outcome)
-        if self._suppress is not None and handed.refused:
-            record_hard_bounces(handed, self._suppress)
+        if self._suppress is not None and handed.refused and claim.notification:
+            record_hard_bounces(handed, self._suppress)  # system mail leaves the list be
         self._tally.add(handed)
 
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any, cast
 
 try:
@@ -260,6 +260,13 @@ class _Job:
     # A notification's envelope, which the suppression list applies to. An older
     # version's task does not say: delivered unfiltered, as system mail is.
     notification: bool = False
+
+    @classmethod
+    def read(cls, arguments: Mapping[str, Any]) -> _Job:
+        """The task's arguments. One that only a later version knows is left out, so
+        that a worker not yet upgraded still delivers what a newer one enqueued."""
+        known = {field.name for field in fields(cls)}
+        return cls(**{name: value for name, value in arguments.items() if name in known})
 
     @property
     def deadline(self) -> float:
@@ -560,7 +567,7 @@ def register(app: Celery, mailer_factory: Callable[[], Mailer]) -> Task[Any, Any
     worker = _Worker(mailer_factory)
 
     def deliver(task: Task[Any, Any], /, **arguments: Any) -> None:
-        job = _Job(**arguments)
+        job = _Job.read(arguments)
         try:
             retry_in = worker.deliver(job)
         except _Busy as busy:
