@@ -76,8 +76,9 @@ class Outbox(Protocol):
     key)``, keeps working: the mailer passes ``notification`` only to an ``enqueue``
     that has a parameter of that name or takes ``**kwargs``. Such an outbox is not told
     which envelopes are a notification's: their recipients were checked against the
-    suppression list at enqueue, not again at delivery. (A type checker asks for the
-    new parameter.)
+    suppression list at enqueue, not again at delivery, and a worker that claims from
+    it (a ``DeliveryQueue``) adds none of their 5.1.1 refusals to the list. (A type
+    checker asks for the new parameter.)
     """
 
     def enqueue(

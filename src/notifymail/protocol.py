@@ -941,7 +941,7 @@ class SmtpClient:
     def _send_content(self, envelope: Envelope) -> None:
         """The message, dot-stuffed, and the end of DATA."""
         head, tail = envelope._parts()
-        if tail and head.endswith(b"\n"):
+        if tail and head.endswith(b"\r\n"):
             self._outgoing += (_dot_stuffed(head), self._shared_part(tail)[0])
         else:
             self._outgoing.append(_dot_stuffed(head + tail))
@@ -967,6 +967,7 @@ class SmtpClient:
 
     def _close(self) -> None:
         self.state = State.CLOSED
+        self._shared = (b"", b"", True)
         self._owed.clear()
         self._outgoing.clear()
         self._transaction = None
