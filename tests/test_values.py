@@ -145,3 +145,23 @@ def test_only_a_non_ascii_local_part_needs_smtputf8_in_an_envelope_from_bytes(
 ) -> None:
     envelope = nm.Envelope("alerts@example.com", [recipient], raw=b"Subject: x\r\n\r\nx\r\n")
     assert envelope.needs_smtputf8 is needed
+
+
+def test_an_envelope_from_bytes_names_the_message_id_its_bytes_hold() -> None:
+    raw = b"Message-ID: <sent@example.com>\r\nSubject: x\r\n\r\nbody\r\n"
+    parsed_first = nm.Envelope("a@example.com", ["b@example.com"], raw=raw)
+    parsed_first.message.replace_header("Message-ID", "<edited@example.com>")
+    read_first = nm.Envelope("a@example.com", ["b@example.com"], raw=raw)
+    assert read_first.message_id == "<sent@example.com>"
+    read_first.message.replace_header("Message-ID", "<edited@example.com>")
+    assert parsed_first.message_id == read_first.message_id == "<sent@example.com>"
+
+
+def test_an_envelope_from_a_message_reads_its_message_id_each_time() -> None:
+    message = EmailMessage()
+    message["Subject"] = "x"
+    message["Message-ID"] = "<first@example.com>"
+    envelope = nm.Envelope("a@example.com", ["b@example.com"], message)
+    assert envelope.message_id == "<first@example.com>"
+    message.replace_header("Message-ID", "<second@example.com>")
+    assert envelope.message_id == "<second@example.com>"

@@ -194,6 +194,7 @@ class Envelope:
             parsed = message_from_bytes(self.raw, policy=policy.SMTP)
             assert isinstance(parsed, EmailMessage)  # noqa: S101 - guaranteed by the policy
             message = parsed
+            self.message_id  # noqa: B018 - read from the bytes first: they are what is sent
             object.__setattr__(self, "_message", message)
         return message
 
@@ -204,7 +205,7 @@ class Envelope:
         if found is not None:
             return found
         message = self._message
-        if message is not None:  # a message may still change: read it each time
+        if message is not None:  # given, not parsed: it may still change, read it each time
             return str(message.get("Message-ID", ""))
         head = self._raw if self._tail else self.raw.partition(b"\r\n\r\n")[0] + b"\r\n"
         assert head is not None  # noqa: S101 - an envelope without a message has bytes
