@@ -59,7 +59,7 @@ async def _handle(
         flushed when its input runs dry). StreamReader has no public way to ask whether
         a line is waiting: its buffer is peeked at."""
         if replies and (not grouped or b"\n" not in reader._buffer):
-            writer.write(replies[0] if len(replies) == 1 else b"".join(replies))
+            writer.write(b"".join(replies))
             replies.clear()
             await writer.drain()
 

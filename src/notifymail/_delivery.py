@@ -287,14 +287,14 @@ _ENHANCED_STATUS = re.compile(r"\s*(\d\.\d{1,3}\.\d{1,3})(?!\S)")
 _NO_SUCH_USER = "5.1.1"  # RFC 3463: bad destination mailbox address
 
 
-def record_hard_bounces(handed: Handed, add: Callable[[str, str], object]) -> None:
-    """Add to the suppression list (``add``) every recipient a server refused for good as
-    having no such mailbox (5.1.1), with the reason ``"hard bounce"``.
+def record_hard_bounces(refused: Mapping[str, Reply], add: Callable[[str, str], object]) -> None:
+    """Add to the suppression list (``add``) every recipient of ``refused`` that a server
+    refused for good as having no such mailbox (5.1.1), with the reason ``"hard bounce"``.
 
     A list that cannot be written is logged, not raised: the message has gone out, and
     an error now would lose the report and invite the host to send it all again.
     """
-    for address, reply in handed.refused.items():
+    for address, reply in refused.items():
         status = _ENHANCED_STATUS.match(reply.text)
         if not (reply.is_permanent and status is not None and status[1] == _NO_SUCH_USER):
             continue

@@ -206,7 +206,7 @@ class Claimed:
         self._left_out.pop(claim.id, None)
         handed = _handed(settled, outcome)
         if self._suppress is not None and handed.refused and claim.notification:
-            record_hard_bounces(handed, self._suppress)  # system mail leaves the list be
+            record_hard_bounces(handed.refused, self._suppress)  # not system mail's
         self._tally.add(handed)
 
 

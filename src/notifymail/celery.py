@@ -38,7 +38,7 @@ except ImportError as error:  # pragma: no cover - the extra is installed for th
         "notifymail.celery needs Celery and Redis: pip install 'notifymail[celery]'"
     ) from error
 
-from notifymail._delivery import Handed, record_hard_bounces, split_suppressed
+from notifymail._delivery import record_hard_bounces, split_suppressed
 from notifymail._queue import Queued, backoff
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.values import Delivery, Envelope
@@ -485,15 +485,8 @@ class _Worker:
             if r not in transient
         )
         records.record(job.key, job.index, outcomes)
-        if suppressions is not None and delivery.refused:
-            handed = Handed(
-                deliveries=(delivery,),
-                accepted=delivery.accepted,
-                refused=delivery.refused,
-                failed={},
-                error=None,
-            )
-            record_hard_bounces(handed, suppressions.add)
+        if suppressions is not None:
+            record_hard_bounces(delivery.refused, suppressions.add)
         if transient:
             return _deferred(job, records, tuple(transient), next(iter(transient.values())))
         return None

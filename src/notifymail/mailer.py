@@ -115,7 +115,7 @@ class _Facade(Generic[_T]):
 
     def _record_hard_bounces(self, handed: Handed) -> None:
         if self.suppressions is not None and handed.refused:
-            record_hard_bounces(handed, self.suppressions.add)
+            record_hard_bounces(handed.refused, self.suppressions.add)
 
     def _record_all_hard_bounces(self, handed: Iterable[Handed]) -> None:
         for each in handed:

@@ -194,7 +194,8 @@ class Envelope:
             parsed = message_from_bytes(self.raw, policy=policy.SMTP)
             assert isinstance(parsed, EmailMessage)  # noqa: S101 - guaranteed by the policy
             message = parsed
-            self.message_id  # noqa: B018 - read from the bytes first: they are what is sent
+            if self._message_id is None:  # from the bytes, which are what is sent
+                self._message_id_from_bytes()
             object.__setattr__(self, "_message", message)
         return message
 
@@ -207,11 +208,15 @@ class Envelope:
         message = self._message
         if message is not None:  # given, not parsed: it may still change, read it each time
             return str(message.get("Message-ID", ""))
+        return self._message_id_from_bytes()
+
+    def _message_id_from_bytes(self) -> str:
+        """The Message-ID the bytes hold, kept: the bytes never change."""
         head = self._raw if self._tail else self.raw.partition(b"\r\n\r\n")[0] + b"\r\n"
         assert head is not None  # noqa: S101 - an envelope without a message has bytes
         match = _MESSAGE_ID.search(head)
         found = "" if match is None else " ".join(match[1].decode("ascii", "replace").split())
-        object.__setattr__(self, "_message_id", found)  # the bytes never change
+        object.__setattr__(self, "_message_id", found)
         return found
 
     def with_recipients(self, recipients: Iterable[str]) -> Envelope:
