@@ -131,53 +131,13 @@ def test_deliver_queued_needs_an_outbox_that_workers_claim_from(
     transport: nm.MemoryTransport,
 ) -> None:
     class Broker:
-        def enqueue(self, envelopes: object, *, key: str) -> nm.Queued:
+        def enqueue(self, envelopes: object, *, key: str, notification: bool) -> nm.Queued:
             return nm.Queued(id="1", key=key, envelopes=0, recipients=0, new=True)
 
     mailer = nm.Mailer(SETTINGS, transport=transport, outbox=Broker())
     assert mailer.enqueue(alert("a@example.org"), key="k").key == "k"
     with pytest.raises(nm.ConfigError, match="Broker is delivered by its own workers"):
         mailer.deliver_queued()
-
-
-class KeyOnlyOutbox:
-    """A host's outbox written before ``notification`` existed: ``enqueue(envelopes, *,
-    key)``, keeping envelopes in memory."""
-
-    def __init__(self) -> None:
-        self.stored: dict[str, list[nm.Envelope]] = {}
-
-    def enqueue(self, envelopes: Sequence[nm.Envelope], *, key: str) -> nm.Queued:
-        new = key not in self.stored
-        stored = self.stored.setdefault(key, list(envelopes))
-        recipients = sum(len(envelope.recipients) for envelope in stored)
-        return nm.Queued(id=key, key=key, envelopes=len(stored), recipients=recipients, new=new)
-
-
-@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
-def test_an_outbox_of_the_older_shape_takes_notifications_and_system_mail(kind: str) -> None:
-    outbox = KeyOnlyOutbox()
-    items: list[nm.Message | nm.Notification] = [
-        alert(*outsiders(2)),
-        nm.Message(["ann@example.com"], "Reset your password", text="Here."),
-    ]
-    if kind == "asyncio":
-        amailer = nm.AsyncMailer(SETTINGS, transport=nm.AsyncMemoryTransport(), outbox=outbox)
-
-        async def enqueue_all() -> list[nm.Queued]:
-            return [await amailer.enqueue(item, key=str(n)) for n, item in enumerate(items)]
-
-        queued = asyncio.run(enqueue_all())
-    else:
-        mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
-        queued = [mailer.enqueue(item, key=str(n)) for n, item in enumerate(items)]
-
-    assert [(q.key, q.envelopes, q.recipients, q.new) for q in queued] == [
-        ("0", 2, 2, True),
-        ("1", 1, 1, True),
-    ]
-    assert [e.recipients for e in outbox.stored["0"]] == [(r,) for r in outsiders(2)]
-    assert outbox.stored["1"][0].recipients == ("ann@example.com",)
 
 
 class FlagNoting:
@@ -193,24 +153,23 @@ class FlagNoting:
         return nm.Queued(id=key, key=key, envelopes=len(envelopes), recipients=0, new=True)
 
 
-class OptionsNoting(FlagNoting):
-    """The same, taking its options as ``**options``."""
+@pytest.mark.parametrize("kind", ["blocking", "asyncio"])
+def test_an_outbox_is_told_which_items_are_notifications(kind: str) -> None:
+    outbox = FlagNoting()
+    alert_item = alert("a@example.org")
+    reset = nm.Message(["a@example.org"], "Reset your password", text=".")
+    if kind == "asyncio":
+        amailer = nm.AsyncMailer(SETTINGS, transport=nm.AsyncMemoryTransport(), outbox=outbox)
 
-    def enqueue(
-        self, envelopes: Sequence[nm.Envelope], *, key: str, **options: object
-    ) -> nm.Queued:
-        self.flags[key] = options.get("notification", "not given")
-        return nm.Queued(id=key, key=key, envelopes=len(envelopes), recipients=0, new=True)
+        async def enqueue_both() -> None:
+            await amailer.enqueue(alert_item, key="alert")
+            await amailer.enqueue(reset, key="reset")
 
-
-@pytest.mark.parametrize("outbox_class", [FlagNoting, OptionsNoting])
-def test_an_outbox_that_takes_the_flag_is_told_which_items_are_notifications(
-    outbox_class: type[FlagNoting],
-) -> None:
-    outbox = outbox_class()
-    mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
-    mailer.enqueue(alert("a@example.org"), key="alert")
-    mailer.enqueue(nm.Message(["a@example.org"], "Reset your password", text="."), key="reset")
+        asyncio.run(enqueue_both())
+    else:
+        mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+        mailer.enqueue(alert_item, key="alert")
+        mailer.enqueue(reset, key="reset")
 
     assert outbox.flags == {"alert": True, "reset": False}
 

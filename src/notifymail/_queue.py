@@ -9,7 +9,6 @@ envelope's outcome. ``backoff`` is the retry schedule every store follows.
 
 from __future__ import annotations
 
-import inspect
 import random as _random
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ if TYPE_CHECKING:
     from notifymail.errors import DeliveryError
     from notifymail.values import Delivery, Envelope, Reply
 
-__all__ = ["Claim", "DeliveryQueue", "Outbox", "Queued", "Settled", "backoff", "enqueue_into"]
+__all__ = ["Claim", "DeliveryQueue", "Outbox", "Queued", "Settled", "backoff"]
 
 JITTER = 0.1  # at most this fraction of the delay is added at random
 
@@ -70,15 +69,7 @@ class Outbox(Protocol):
     nothing and returns the first record with ``new=False``. ``notification`` says
     that the envelopes are a notification's, whose recipients the suppression list is
     asked about again when they are delivered; system mail (a ``Message``) is
-    ``False``, and the list never applies to it.
-
-    An outbox written before ``notification`` existed, with ``enqueue(envelopes, *,
-    key)``, keeps working: the mailer passes ``notification`` only to an ``enqueue``
-    that has a parameter of that name or takes ``**kwargs``. Such an outbox is not told
-    which envelopes are a notification's: their recipients were checked against the
-    suppression list at enqueue, not again at delivery, and a worker that claims from
-    it (a ``DeliveryQueue``) adds none of their 5.1.1 refusals to the list. (A type
-    checker asks for the new parameter.)
+    ``False``, and the list never applies to it. The mailer always passes it.
     """
 
     def enqueue(
@@ -87,19 +78,6 @@ class Outbox(Protocol):
         """Store ``envelopes`` under ``key``, all or none; ``notification``: they are a
         notification's."""
         ...
-
-
-def enqueue_into(
-    outbox: Outbox, envelopes: Sequence[Envelope], *, key: str, notification: bool
-) -> Queued:
-    """``outbox.enqueue``, told ``notification`` when its signature takes it: an outbox
-    of the older shape, ``enqueue(envelopes, *, key)``, is called as it expects."""
-    parameters = inspect.signature(outbox.enqueue).parameters
-    if "notification" in parameters or any(
-        parameter.kind is parameter.VAR_KEYWORD for parameter in parameters.values()
-    ):
-        return outbox.enqueue(envelopes, key=key, notification=notification)
-    return outbox.enqueue(envelopes, key=key)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -35,7 +35,7 @@ from notifymail._delivery import (
     split_suppressed,
 )
 from notifymail._drain import Claimed, Drain, Send, advance, drain
-from notifymail._queue import DeliveryQueue, Outbox, Queued, enqueue_into
+from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
 from notifymail.policy import (
@@ -140,7 +140,7 @@ class _Facade(Generic[_T]):
             raise TypeError(f"enqueue: expected a Message or a Notification, not {item!r}")
         key = uuid.uuid4().hex if key is None else key
         notification = isinstance(item, Notification)  # the list is asked again at delivery
-        return enqueue_into(outbox, envelopes, key=key, notification=notification)
+        return outbox.enqueue(envelopes, key=key, notification=notification)
 
     def _drain(self, limit: int | None) -> Drain:
         """The plan of a ``deliver_queued`` (see `drain`)."""
