@@ -233,3 +233,42 @@ def _corrupt(path: str, problem: object) -> ConfigError:
 
 def _unusable(path: str, error: BaseException) -> ConfigError:
     return ConfigError(f"{path}: cannot be used as a database ({error})", field="path")
+
+
+class BackgroundSync:
+    """An ``fsync`` of one file, made in a thread of its own: the caller goes on, and
+    `wait` returns once the file is on disk.
+
+    What was written to the file before the sync began is durable when it ends. A file
+    that does not exist has nothing to sync; a forked child has nothing to wait for.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._pid = os.getpid()
+        self._error: OSError | None = None
+        self._thread = threading.Thread(target=self._sync, name=f"notifymail sync {path}")
+        self._thread.start()
+
+    def wait(self) -> None:
+        """Wait for the sync to end; raise ``OSError`` naming the file if it failed."""
+        if os.getpid() != self._pid:
+            return
+        self._thread.join()
+        if self._error is not None:
+            raise OSError(self._error.errno, f"syncing failed: {self._error.strerror}", self.path)
+
+    def _sync(self) -> None:
+        try:
+            descriptor = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return
+        except OSError as error:
+            self._error = error
+            return
+        try:
+            os.fsync(descriptor)
+        except OSError as error:
+            self._error = error
+        finally:
+            os.close(descriptor)

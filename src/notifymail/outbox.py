@@ -9,10 +9,11 @@ had gone out and whose outcome was not yet committed; accepted recipients are ne
 tried again.
 
 ``SqliteOutbox`` is the embedded store: one SQLite file in WAL mode, shared safely by
-several processes on one machine. What it stores and leases is synced to disk before
-the call returns (``synchronous=FULL``); an outcome is committed without a sync
-(``synchronous=NORMAL``), which a killed process cannot undo and a power cut can undo
-only back to the worker's last lease: see ``SqliteOutbox``.
+several processes on one machine. What it stores is synced to disk before the call
+returns (``synchronous=FULL``); a lease and an outcome are committed without a sync
+(``synchronous=NORMAL``), which a killed process cannot undo, and each lease has the
+file synced while its batch is delivered, so that a power cut can undo at most two
+batches of a worker's outcomes: see ``SqliteOutbox``.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from enum import IntEnum
 from typing import Any
 
 from notifymail._queue import Claim, DeliveryQueue, Outbox, Queued, Settled, backoff
-from notifymail._sqlite import SqliteFile, database_error, transaction
+from notifymail._sqlite import BackgroundSync, SqliteFile, database_error, transaction
 from notifymail.errors import DeliveryError, TemporaryFailure, error_for_reply
 from notifymail.values import Delivery, Envelope, Reply
 
@@ -160,15 +161,18 @@ class SqliteOutbox(SqliteFile):
     path, and is left as it is. One object may be shared by threads; a forked child
     opens a connection of its own on first use. ``close`` it when done.
 
-    Durability: the file is in WAL mode. ``enqueue``, ``claim`` (a lease) and the
-    managing calls commit with ``synchronous=FULL``: synced to disk when they return,
-    so an enqueued envelope survives a power cut. ``settle`` (an attempt's outcome)
-    commits with ``synchronous=NORMAL``: written to the file, not synced. A killed
+    Durability: the file is in WAL mode. ``enqueue`` and the managing calls commit
+    with ``synchronous=FULL``: synced to disk when they return, so an enqueued envelope
+    survives a power cut. ``claim`` (a lease) and ``settle`` (an attempt's outcome)
+    commit with ``synchronous=NORMAL``: written to the file, not synced. A killed
     process loses no commit, so a SIGKILLed worker repeats at most the one envelope
-    whose end of DATA was on its way. A power cut or an OS crash can also undo the
-    outcomes a worker recorded since its last lease was synced (a ``claim`` syncs
-    every earlier commit): at most one batch, ``claim``'s 50 envelopes, per worker,
-    which are then sent again. No envelope is ever lost.
+    whose end of DATA was on its way. A ``claim`` that changed anything also has the
+    write-ahead log synced, in a thread of its own, while its batch is delivered: its
+    leases and every outcome before them. The next ``claim`` waits for that sync (and
+    raises ``OSError`` if it failed). So a power cut or an OS crash can undo at most the
+    outcomes of a worker's last two batches, 100 envelopes, which are then sent again.
+    No envelope is ever lost; a lease that a power cut undoes is harmless, since its
+    worker, on the same machine, stopped with it.
     """
 
     def __init__(
@@ -206,11 +210,32 @@ class SqliteOutbox(SqliteFile):
         self._held: dict[int, _Held] = {}
         # The connection while it commits without syncing (see `_database`).
         self._unsynced: sqlite3.Connection | None = None
+        # The sync of the write-ahead log that the last claim began (see `claim`), and
+        # whether an outcome was committed since.
+        self._syncing: BackgroundSync | None = None
+        self._outcomes_unsynced = False
 
     def _forked(self) -> None:
         self._owner = _owner_token()
         self._held = {}
         self._unsynced = None
+        self._syncing = None
+        self._outcomes_unsynced = False
+
+    def close(self) -> None:
+        """Close the connection, once the last claim's sync has ended."""
+        try:
+            self._wait_for_sync()
+        except OSError as error:
+            logger.warning("outbox: %s", error)
+        super().close()
+
+    def _wait_for_sync(self) -> None:
+        """Wait for the sync the last claim began; raise ``OSError`` if it failed."""
+        with self._lock:
+            syncing, self._syncing = self._syncing, None
+        if syncing is not None:
+            syncing.wait()
 
     # -- storing ------------------------------------------------------------------
 
@@ -284,12 +309,15 @@ class SqliteOutbox(SqliteFile):
 
         Due: queued or deferred ones whose time has come, and leased ones whose lease
         ran out (their worker died). Each comes with only its undelivered recipients.
+        Waits for the sync that the last claim began; begins another (see the class's
+        note on durability).
         """
         limit = min(limit, _CLAIM_BATCH)
         if limit <= 0:
             return []
         claims: list[Claim] = []
-        with self._database() as db:
+        self._wait_for_sync()
+        with self._database(synced=False) as db:
             now = self._clock()
             rows = db.execute(
                 "SELECT id, attempts, lifetime_from, recipients, sender, smtputf8, head, body_id,"
@@ -339,6 +367,12 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
+        with self._lock:
+            if claims or finished or self._outcomes_unsynced:
+                # Durable while the batch is delivered: the leases, and every outcome
+                # recorded before them.
+                self._syncing = BackgroundSync(self.path + "-wal")
+                self._outcomes_unsynced = False
         return claims
 
     def holds(self, claim: Claim) -> bool:
@@ -401,6 +435,7 @@ class SqliteOutbox(SqliteFile):
         elif result is not None:
             error, refused = result, result.refused
         with self._database(atomic=False, synced=False) as db:
+            self._outcomes_unsynced = True
             held = self._held.pop(envelope_id, None)
             if held is not None:
                 # One statement, one transaction: what was read at the claim is still
