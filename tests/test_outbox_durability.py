@@ -10,6 +10,8 @@ import logging
 import os
 import sqlite3
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,35 +60,66 @@ def accepted(claim: nm.outbox.Claim) -> nm.Delivery:
     return nm.Delivery(message_id="<m@example.com>", accepted=claim.envelope.recipients)
 
 
+def enqueue(outbox: nm.SqliteOutbox, count: int) -> None:
+    mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+    mailer.enqueue(
+        nm.Notification([f"guest{i}@example.org" for i in range(count)], "Hi", text=".")
+    )
+
+
+class HeldSyncs:
+    """Stands in for ``os.fsync`` (then calls it): notes which file each sync is of, and
+    the log's size when its sync began, and holds each sync of the log until let go."""
+
+    def __init__(self, database: Path) -> None:
+        self.log = os.path.realpath(f"{database}-wal")
+        self.began = threading.Semaphore(0)  # released as each sync of the log begins
+        self.synced: list[str] = []  # "log" or "directory"
+        self.sizes: list[int] = []  # the log's, as each of its syncs began
+        self._fsync = os.fsync
+        self._permits = threading.Semaphore(0)
+        self._free = threading.Event()
+
+    def let_go(self) -> None:
+        """Let the sync of the log under way, or the next one, end."""
+        self._permits.release()
+
+    def let_all_go(self) -> None:
+        self._free.set()
+
+    def __call__(self, descriptor: int) -> None:
+        status = os.fstat(descriptor)
+        if status.st_ino == os.stat(self.log).st_ino:
+            self.synced.append("log")
+            self.sizes.append(status.st_size)
+            self.began.release()
+            deadline = time.monotonic() + 30
+            while not (self._free.is_set() or self._permits.acquire(timeout=0.01)):
+                assert time.monotonic() < deadline
+        else:
+            assert status.st_ino == os.stat(os.path.dirname(self.log)).st_ino
+            self.synced.append("directory")
+        self._fsync(descriptor)
+
+
+@pytest.fixture
+def held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[HeldSyncs]:
+    syncs = HeldSyncs(tmp_path / "mail.db")
+    monkeypatch.setattr(os, "fsync", syncs)
+    yield syncs
+    syncs.let_all_go()
+
+
 def test_a_claim_syncs_the_log_while_its_batch_goes_out_and_the_next_claim_waits(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, held: HeldSyncs
 ) -> None:
-    path = tmp_path / "mail.db"
-    synced: list[int] = []  # the inode of each file synced
-    ended: list[int] = []
-    began, may_end = threading.Semaphore(0), threading.Event()
-    fsync = os.fsync
-
-    def held_fsync(descriptor: int) -> None:
-        synced.append(os.fstat(descriptor).st_ino)
-        began.release()
-        may_end.wait(10)
-        fsync(descriptor)
-        ended.append(descriptor)
-
-    monkeypatch.setattr(os, "fsync", held_fsync)
-    with nm.SqliteOutbox(path) as outbox:
-        mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
-        mailer.enqueue(
-            nm.Notification([f"guest{i}@example.org" for i in range(60)], "Hi", text=".")
-        )
-        log = os.stat(f"{path}-wal").st_ino
-
+    with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+        enqueue(outbox, 60)
         first = outbox.claim(50)  # returns while its sync is held
         assert len(first) == 50
-        assert began.acquire(timeout=10)
-        assert synced == [log]
-        assert ended == []  # the claim did not wait for its own sync
+        assert held.began.acquire(timeout=10)
+        assert held.synced == ["log"]
+        assert held.sizes == [os.stat(held.log).st_size]  # the leases were in the log
         for claim in first:
             outbox.settle(claim, accepted(claim))
         second: list[nm.outbox.Claim] = []
@@ -95,21 +128,85 @@ def test_a_claim_syncs_the_log_while_its_batch_goes_out_and_the_next_claim_waits
         claiming.join(0.3)
         assert claiming.is_alive()  # waiting for the first sync
         assert second == []
-        may_end.set()
+        held.let_all_go()
         claiming.join(10)
         assert len(second) == 10
-        assert began.acquire(timeout=10)
-        assert synced == [log, log]
+        assert held.began.acquire(timeout=10)
+        assert held.synced == ["log", "directory", "log"]  # the directory once
 
         for claim in second:
             outbox.settle(claim, accepted(claim))
         assert outbox.claim(50) == []
-        assert began.acquire(timeout=10)
-        assert synced == [log, log, log]  # the last outcomes
+        assert held.began.acquire(timeout=10)
+        assert held.synced[-1] == "log"  # the last outcomes
         assert outbox.claim(50) == []
-        assert not began.acquire(timeout=0.2)
-        assert synced == [log, log, log]  # nothing new to sync
+        assert not held.began.acquire(timeout=0.2)  # nothing new to sync
         assert outbox.status().sent == 60
+
+
+def test_claims_from_several_threads_each_wait_for_the_sync_before_them(
+    tmp_path: Path, held: HeldSyncs
+) -> None:
+    with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+        enqueue(outbox, 30)
+        assert len(outbox.claim(10)) == 10
+        assert held.began.acquire(timeout=10)
+        claimed: list[int] = []
+        threads = [
+            threading.Thread(target=lambda: claimed.append(len(outbox.claim(10))))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(0.3)
+        assert claimed == []  # both wait for the first sync
+        held.let_go()
+        assert held.began.acquire(timeout=10)  # one of them claimed, and its sync began
+        for thread in threads:
+            thread.join(0.3)
+        assert claimed == [10]  # the other waits for that sync
+        held.let_all_go()
+        for thread in threads:
+            thread.join(10)
+        assert claimed == [10, 10]
+        assert held.began.acquire(timeout=10)
+        assert held.synced.count("log") == 3  # one sync per claim
+        assert outbox.status().sending == 30
+
+
+@pytest.mark.parametrize("opened_as", ["a symlink", "a relative path"])
+def test_the_log_synced_is_the_one_sqlite_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: HeldSyncs, opened_as: str
+) -> None:
+    held.let_all_go()
+    if opened_as == "a symlink":
+        (tmp_path / "link.db").symlink_to(tmp_path / "mail.db")
+        outbox = nm.SqliteOutbox(tmp_path / "link.db")
+    else:
+        monkeypatch.chdir(tmp_path)
+        outbox = nm.SqliteOutbox("mail.db")
+        monkeypatch.chdir("/")  # as a daemon does after it opened its files
+    with outbox:
+        enqueue(outbox, 1)
+        assert len(outbox.claim(1)) == 1
+        assert held.began.acquire(timeout=10)
+    assert held.synced[0] == "log"
+    assert not os.path.exists(tmp_path / "link.db-wal")
+
+
+def test_a_claim_that_cannot_start_a_thread_syncs_the_log_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, held: HeldSyncs
+) -> None:
+    def no_thread(thread: threading.Thread) -> None:
+        raise RuntimeError("can't create new thread at interpreter shutdown")
+
+    held.let_all_go()
+    with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+        enqueue(outbox, 1)
+        monkeypatch.setattr(threading.Thread, "start", no_thread)
+        assert len(outbox.claim(1)) == 1
+        assert held.synced == ["log", "directory"]  # before the claim returned
 
 
 def test_a_failed_sync_fails_the_next_claim_naming_the_file(
@@ -121,17 +218,17 @@ def test_a_failed_sync_fails_the_next_claim_naming_the_file(
     path = tmp_path / "mail.db"
     monkeypatch.setattr(os, "fsync", failing_fsync)
     with nm.SqliteOutbox(path) as outbox:
-        mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
-        mailer.enqueue(nm.Notification(["a@example.org", "b@example.org"], "Hi", text="."))
+        enqueue(outbox, 2)
         (claim,) = outbox.claim(1)
         with pytest.raises(OSError, match="syncing failed") as caught:
-            outbox.claim(1)
+            outbox.claim(1)  # before it leases anything
         assert caught.value.errno == errno.EIO
-        assert caught.value.filename == f"{path}-wal"
+        assert caught.value.filename == os.path.realpath(f"{path}-wal")
+        assert outbox.status().sending == 1
         outbox.settle(claim, accepted(claim))  # the lease is still held
 
         assert len(outbox.claim(1)) == 1  # the error was reported once
         with caplog.at_level(logging.WARNING, logger="notifymail.outbox"):
             outbox.close()  # the sync this claim began fails too: logged, not raised
-    assert f"{path}-wal" in caplog.text
+    assert os.path.realpath(f"{path}-wal") in caplog.text
     assert "syncing failed" in caplog.text

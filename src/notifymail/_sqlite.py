@@ -235,40 +235,74 @@ def _unusable(path: str, error: BaseException) -> ConfigError:
     return ConfigError(f"{path}: cannot be used as a database ({error})", field="path")
 
 
-class BackgroundSync:
-    """An ``fsync`` of one file, made in a thread of its own: the caller goes on, and
-    `wait` returns once the file is on disk.
+class LogSync:
+    """Syncs a connection's write-ahead log to disk in a thread of its own, when asked.
 
-    What was written to the file before the sync began is durable when it ends. A file
-    that does not exist has nothing to sync; a forked child has nothing to wait for.
+    What was written to the log before a sync began is durable when it ends, even a
+    commit made without a sync (``synchronous=NORMAL``): asked right after such a
+    commit, a sync makes it durable a moment later while the caller goes on. The log is
+    the one SQLite names after the database's resolved path (``PRAGMA database_list``),
+    held open for as long as this object lives, so that a write error the kernel
+    reports once, to the descriptors open at the time, is seen here. SQLite keeps its
+    locks on the database file and its ``-shm`` file, never on the log, so closing this
+    descriptor cannot release them. One sync at a time: `begin` waits for the last.
     """
 
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._pid = os.getpid()
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        (database,) = (
+            row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"
+        )
+        self.path = f"{database}-wal"
+        self._descriptor = os.open(self.path, os.O_RDWR)
+        self._directory_synced = False
         self._error: OSError | None = None
-        self._thread = threading.Thread(target=self._sync, name=f"notifymail sync {path}")
-        self._thread.start()
+        self._thread: threading.Thread | None = None
+
+    def begin(self) -> None:
+        """Begin a sync of everything written to the log so far (raises what the
+        last one raised, if it was not waited for)."""
+        self.wait()
+        self._thread = threading.Thread(target=self._sync, name=f"notifymail sync {self.path}")
+        try:
+            self._thread.start()
+        except RuntimeError:  # no thread to be had (interpreter shutdown): sync here
+            self._thread = None
+            self._sync()
 
     def wait(self) -> None:
-        """Wait for the sync to end; raise ``OSError`` naming the file if it failed."""
-        if os.getpid() != self._pid:
-            return
-        self._thread.join()
-        if self._error is not None:
-            raise OSError(self._error.errno, f"syncing failed: {self._error.strerror}", self.path)
+        """Wait for the sync under way; raise ``OSError`` naming the log if it failed."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None:
+            raise OSError(error.errno, f"syncing failed: {error.strerror}", self.path)
+
+    def close(self) -> None:
+        """Wait for the sync under way, then close the log's descriptor."""
+        try:
+            self.wait()
+        finally:
+            os.close(self._descriptor)
+
+    def forget(self) -> None:
+        """In a forked child: close this process's copy of the descriptor, leaving the
+        parent's sync, and its outcome, to the parent."""
+        os.close(self._descriptor)
 
     def _sync(self) -> None:
         try:
-            descriptor = os.open(self.path, os.O_RDWR)
-        except FileNotFoundError:
-            return
+            os.fsync(self._descriptor)
         except OSError as error:
             self._error = error
             return
-        try:
-            os.fsync(descriptor)
-        except OSError as error:
-            self._error = error
-        finally:
-            os.close(descriptor)
+        if not self._directory_synced:
+            # The log's own entry in its directory, once, as SQLite does for a log it
+            # creates: best effort, as there (not every system can sync a directory).
+            self._directory_synced = True
+            with contextlib.suppress(OSError):
+                directory = os.open(os.path.dirname(self.path), os.O_RDONLY)
+                try:
+                    os.fsync(directory)
+                finally:
+                    os.close(directory)

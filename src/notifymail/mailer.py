@@ -267,7 +267,9 @@ class Mailer(_Facade[Transport]):
 
         Returns what happened in this call: ``accepted``, ``refused`` (final),
         ``failed`` (dead) and ``suppressed``; recipients deferred for a later attempt
-        are in none of them.
+        are in none of them. An error of the outbox's (for ``SqliteOutbox``, an
+        ``sqlite3`` error, or an ``OSError`` when syncing its file failed) is raised
+        once the batch in hand is given back; what was delivered before it is recorded.
         """
         plan = self._drain(limit)
         answer: object = None

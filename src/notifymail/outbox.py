@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
@@ -31,7 +32,7 @@ from enum import IntEnum
 from typing import Any
 
 from notifymail._queue import Claim, DeliveryQueue, Outbox, Queued, Settled, backoff
-from notifymail._sqlite import BackgroundSync, SqliteFile, database_error, transaction
+from notifymail._sqlite import LogSync, SqliteFile, database_error, transaction
 from notifymail.errors import DeliveryError, TemporaryFailure, error_for_reply
 from notifymail.values import Delivery, Envelope, Reply
 
@@ -166,11 +167,12 @@ class SqliteOutbox(SqliteFile):
     survives a power cut. ``claim`` (a lease) and ``settle`` (an attempt's outcome)
     commit with ``synchronous=NORMAL``: written to the file, not synced. A killed
     process loses no commit, so a SIGKILLed worker repeats at most the one envelope
-    whose end of DATA was on its way. A ``claim`` that changed anything also has the
-    write-ahead log synced, in a thread of its own, while its batch is delivered: its
-    leases and every outcome before them. The next ``claim`` waits for that sync (and
-    raises ``OSError`` if it failed). So a power cut or an OS crash can undo at most the
-    outcomes of a worker's last two batches, 100 envelopes, which are then sent again.
+    whose end of DATA was on its way. A ``claim`` also has the write-ahead log synced,
+    in a thread of its own, while its batch is delivered: its leases and every outcome
+    before them (no sync when nothing was written since the last). Claims are made one
+    at a time, each after that sync of the one before has ended (raising ``OSError``,
+    once, if it failed). So a power cut or an OS crash can undo at most the outcomes of
+    a worker's last two batches, 100 envelopes, which are then sent again.
     No envelope is ever lost; a lease that a power cut undoes is harmless, since its
     worker, on the same machine, stopped with it.
     """
@@ -210,32 +212,48 @@ class SqliteOutbox(SqliteFile):
         self._held: dict[int, _Held] = {}
         # The connection while it commits without syncing (see `_database`).
         self._unsynced: sqlite3.Connection | None = None
-        # The sync of the write-ahead log that the last claim began (see `claim`), and
-        # whether an outcome was committed since.
-        self._syncing: BackgroundSync | None = None
+        # Claims are made one at a time, each after the sync of the log that the one
+        # before began (see `claim`); `_outcomes_unsynced`: an outcome was committed
+        # since that sync began.
+        self._claiming = threading.Lock()
+        self._log: LogSync | None = None
         self._outcomes_unsynced = False
 
     def _forked(self) -> None:
         self._owner = _owner_token()
         self._held = {}
         self._unsynced = None
-        self._syncing = None
+        if self._log is not None:
+            self._log.forget()
+        self._log = None
         self._outcomes_unsynced = False
 
     def close(self) -> None:
-        """Close the connection, once the last claim's sync has ended."""
-        try:
-            self._wait_for_sync()
-        except OSError as error:
-            logger.warning("outbox: %s", error)
-        super().close()
+        """Close the connection, once a claim under way and the sync it began are done
+        (a failed sync is logged)."""
+        with self._claiming:
+            with self._lock:
+                log, self._log = self._log, None
+                forked = os.getpid() != self._pid
+            if log is not None and forked:
+                log.forget()
+            elif log is not None:
+                try:
+                    log.close()
+                except OSError as error:
+                    logger.warning("outbox: %s", error)
+            super().close()
 
-    def _wait_for_sync(self) -> None:
-        """Wait for the sync the last claim began; raise ``OSError`` if it failed."""
+    def _wait_for_log(self) -> LogSync:
+        """The log's sync, once the one the last claim began has ended (raising
+        ``OSError`` if it failed)."""
         with self._lock:
-            syncing, self._syncing = self._syncing, None
-        if syncing is not None:
-            syncing.wait()
+            connection = self._connected()  # a forked child forgets its parent's first
+            if self._log is None:
+                self._log = LogSync(connection)
+            log = self._log
+        log.wait()
+        return log
 
     # -- storing ------------------------------------------------------------------
 
@@ -315,8 +333,21 @@ class SqliteOutbox(SqliteFile):
         limit = min(limit, _CLAIM_BATCH)
         if limit <= 0:
             return []
+        with self._claiming:
+            log = self._wait_for_log()
+            claims, finished = self._lease(limit)
+            with self._lock:
+                if claims or finished or self._outcomes_unsynced:
+                    # Durable while the batch is delivered: the leases, and every outcome
+                    # recorded before them.
+                    log.begin()
+                    self._outcomes_unsynced = False
+        return claims
+
+    def _lease(self, limit: int) -> tuple[list[Claim], list[tuple[_State, float, int]]]:
+        """Lease due envelopes (a transaction, not synced); those found fully recorded
+        are finished instead (the second list)."""
         claims: list[Claim] = []
-        self._wait_for_sync()
         with self._database(synced=False) as db:
             now = self._clock()
             rows = db.execute(
@@ -367,13 +398,7 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
-        with self._lock:
-            if claims or finished or self._outcomes_unsynced:
-                # Durable while the batch is delivered: the leases, and every outcome
-                # recorded before them.
-                self._syncing = BackgroundSync(self.path + "-wal")
-                self._outcomes_unsynced = False
-        return claims
+        return claims, finished
 
     def holds(self, claim: Claim) -> bool:
         """Whether this worker still holds ``claim``, with at least half a lease to go.
