@@ -355,6 +355,64 @@ except OSError as error:
     assert result.stdout.split() == ["0", "True"], result.stderr
 
 
+def test_a_forked_child_claims_while_a_thread_of_its_parent_waits_to(tmp_path: Path) -> None:
+    script = f"""
+import os, signal, threading, time
+from notifymail import Envelope
+from notifymail.outbox import SqliteOutbox
+parent, fsync, may_end = os.getpid(), os.fsync, threading.Event()
+def held_in_the_parent(descriptor):
+    if os.getpid() == parent:
+        may_end.wait(30)
+    fsync(descriptor)
+os.fsync = held_in_the_parent
+outbox = SqliteOutbox({str(tmp_path / "mail.db")!r})
+recipients = ("b@x.org", "c@x.org", "d@x.org")
+outbox.enqueue([Envelope("a@x.org", [to], raw=b"s: 1\\r\\n\\r\\nx") for to in recipients], key="k")
+assert len(outbox.claim(1)) == 1  # its sync is held
+waiting = threading.Thread(target=outbox.claim, args=(1,))
+waiting.start()  # holds the claims' lock while it waits for that sync
+time.sleep(0.2)
+pid = os.fork()
+if pid == 0:
+    signal.alarm(10)
+    claimed = len(outbox.claim(1))
+    outbox.close()
+    os._exit(0 if claimed == 1 else 1)
+_, status = os.waitpid(pid, 0)
+may_end.set()
+waiting.join()
+print(os.waitstatus_to_exitcode(status))
+"""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "0", result.stderr
+
+
+def test_a_forked_child_reopens_the_same_file_wherever_it_moved(tmp_path: Path) -> None:
+    script = f"""
+import os
+from notifymail import Envelope
+from notifymail.outbox import SqliteOutbox
+os.chdir({str(tmp_path)!r})
+outbox = SqliteOutbox("mail.db")
+outbox.enqueue([Envelope("a@x.org", ["b@x.org"], raw=b"s: 1\\r\\n\\r\\nx")], key="k")
+os.mkdir("elsewhere")
+os.chdir("elsewhere")
+pid = os.fork()
+if pid == 0:
+    os._exit(0 if outbox.status().queued == 1 else 1)
+_, status = os.waitpid(pid, 0)
+print(os.waitstatus_to_exitcode(status))
+"""
+    result = subprocess.run(  # noqa: S603 - our own interpreter and code
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "0", result.stderr
+    assert not (tmp_path / "elsewhere" / "mail.db").exists()
+
+
 def test_a_closed_outbox_says_so(tmp_path: Path) -> None:
     outbox = SqliteOutbox(tmp_path / "mail.db")
     outbox.close()

@@ -6,6 +6,7 @@ batch is delivered, and the next claim waits for that sync."""
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import os
 import sqlite3
@@ -163,6 +164,10 @@ def test_claims_from_several_threads_each_wait_for_the_sync_before_them(
         assert claimed == []  # both wait for the first sync
         held.let_go()
         assert held.began.acquire(timeout=10)  # one of them claimed, and its sync began
+        deadline = time.monotonic() + 10
+        while not claimed:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
         for thread in threads:
             thread.join(0.3)
         assert claimed == [10]  # the other waits for that sync
@@ -232,3 +237,17 @@ def test_a_failed_sync_fails_the_next_claim_naming_the_file(
             outbox.close()  # the sync this claim began fails too: logged, not raised
     assert os.path.realpath(f"{path}-wal") in caplog.text
     assert "syncing failed" in caplog.text
+
+
+def test_an_outbox_not_closed_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    def descriptors() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = descriptors()
+    outbox = nm.SqliteOutbox(tmp_path / "mail.db")
+    enqueue(outbox, 1)
+    assert len(outbox.claim(1)) == 1
+    assert descriptors() > before
+    del outbox
+    gc.collect()
+    assert descriptors() == before

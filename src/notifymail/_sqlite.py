@@ -14,6 +14,7 @@ import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from types import TracebackType
 
@@ -44,15 +45,20 @@ class SqliteFile:
     """A notifymail file held open by one connection that threads share in turn.
 
     A connection must not be used across ``fork()``: a forked child opens its own on
-    first use, and `_forked` lets a subclass drop what belonged to the parent.
+    first use (the same file, wherever the child has moved to), and `_forked` lets a
+    subclass drop what belonged to the parent. A child gets fresh locks at once
+    (`_renew_locks`): one that another thread of the parent held at the fork would stay
+    held in the child for ever.
     """
 
     def __init__(self, path: str | os.PathLike[str], schema: Sequence[str]) -> None:
         self.path = os.fspath(path)
+        self._absolute_path = os.path.abspath(self.path)
         self._schema = tuple(schema)
         self._lock = threading.Lock()  # held while the connection is in use
         self._connection: sqlite3.Connection | None = open_database(self.path, self._schema)
         self._pid = os.getpid()
+        _open_files.add(self)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.path!r})"
@@ -64,13 +70,17 @@ class SqliteFile:
             raise RuntimeError(f"{self!r} is closed")
         if os.getpid() != self._pid:
             connection.close()
-            connection = self._connection = open_database(self.path, self._schema)
+            connection = self._connection = open_database(self._absolute_path, self._schema)
             self._pid = os.getpid()
             self._forked()
         return connection
 
     def _forked(self) -> None:
         """Forget what the parent process held (called in a forked child)."""
+
+    def _renew_locks(self) -> None:
+        """Replace the locks with fresh ones (called in a forked child, at once)."""
+        self._lock = threading.Lock()
 
     def close(self) -> None:
         """Close the connection; the object cannot be used afterwards."""
@@ -89,6 +99,19 @@ class SqliteFile:
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+# The files open in this process, whose locks a forked child renews.
+_open_files: weakref.WeakSet[SqliteFile] = weakref.WeakSet()
+
+
+def _renew_locks_in_child() -> None:
+    for file in list(_open_files):
+        file._renew_locks()
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
 
 
 def open_database(path: str | os.PathLike[str], schema: Sequence[str]) -> sqlite3.Connection:
@@ -254,6 +277,7 @@ class LogSync:
         )
         self.path = f"{database}-wal"
         self._descriptor = os.open(self.path, os.O_RDWR)
+        self._close_descriptor = weakref.finalize(self, os.close, self._descriptor)
         self._directory_synced = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
@@ -283,12 +307,13 @@ class LogSync:
         try:
             self.wait()
         finally:
-            os.close(self._descriptor)
+            self._close_descriptor()
 
     def forget(self) -> None:
-        """In a forked child: close this process's copy of the descriptor, leaving the
-        parent's sync, and its outcome, to the parent."""
-        os.close(self._descriptor)
+        """In a forked child: leave the parent's sync, and its outcome, to the parent.
+        This process's copy of the descriptor stays open: a child may have closed what
+        it inherited and reused the number for a file of its own."""
+        self._close_descriptor.detach()
 
     def _sync(self) -> None:
         try:

@@ -228,6 +228,10 @@ class SqliteOutbox(SqliteFile):
         self._log = None
         self._outcomes_unsynced = False
 
+    def _renew_locks(self) -> None:
+        super()._renew_locks()
+        self._claiming = threading.Lock()
+
     def close(self) -> None:
         """Close the connection, once a claim under way and the sync it began are done
         (a failed sync is logged)."""
