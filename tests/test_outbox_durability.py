@@ -243,11 +243,15 @@ def test_an_outbox_not_closed_leaves_no_descriptor_open(tmp_path: Path) -> None:
     def descriptors() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    before = descriptors()
+    before, threads = descriptors(), threading.active_count()
     outbox = nm.SqliteOutbox(tmp_path / "mail.db")
     enqueue(outbox, 1)
     assert len(outbox.claim(1)) == 1
     assert descriptors() > before
     del outbox
+    deadline = time.monotonic() + 10
+    while threading.active_count() > threads:  # the sync the claim began
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     gc.collect()
     assert descriptors() == before
