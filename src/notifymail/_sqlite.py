@@ -269,6 +269,10 @@ class LogSync:
     reports once, to the descriptors open at the time, is seen here. SQLite keeps its
     locks on the database file and its ``-shm`` file, never on the log, so closing this
     descriptor cannot release them. One sync at a time: `begin` waits for the last.
+
+    A sync belongs to the process that began it: in a forked child, `wait` and `close`
+    neither wait nor raise, and the inherited descriptor is left open (the child may
+    have closed what it inherited and reused the number for a file of its own).
     """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -276,8 +280,11 @@ class LogSync:
             row[2] for row in connection.execute("PRAGMA database_list") if row[1] == "main"
         )
         self.path = f"{database}-wal"
+        self._pid = os.getpid()
         self._descriptor = os.open(self.path, os.O_RDWR)
-        self._close_descriptor = weakref.finalize(self, os.close, self._descriptor)
+        self._close_descriptor = weakref.finalize(
+            self, _close_in_process, self._pid, self._descriptor
+        )
         self._directory_synced = False
         self._error: OSError | None = None
         self._thread: threading.Thread | None = None
@@ -295,6 +302,8 @@ class LogSync:
 
     def wait(self) -> None:
         """Wait for the sync under way; raise ``OSError`` naming the log if it failed."""
+        if os.getpid() != self._pid:
+            return
         if self._thread is not None:
             self._thread.join()
             self._thread = None
@@ -308,12 +317,6 @@ class LogSync:
             self.wait()
         finally:
             self._close_descriptor()
-
-    def forget(self) -> None:
-        """In a forked child: leave the parent's sync, and its outcome, to the parent.
-        This process's copy of the descriptor stays open: a child may have closed what
-        it inherited and reused the number for a file of its own."""
-        self._close_descriptor.detach()
 
     def _sync(self) -> None:
         try:
@@ -331,3 +334,9 @@ class LogSync:
                     os.fsync(directory)
                 finally:
                     os.close(directory)
+
+
+def _close_in_process(pid: int, descriptor: int) -> None:
+    """Close ``descriptor`` if this is the process that opened it (see `LogSync`)."""
+    if os.getpid() == pid:
+        os.close(descriptor)

@@ -223,9 +223,7 @@ class SqliteOutbox(SqliteFile):
         self._owner = _owner_token()
         self._held = {}
         self._unsynced = None
-        if self._log is not None:
-            self._log.forget()
-        self._log = None
+        self._log = None  # the parent's sync
         self._outcomes_unsynced = False
 
     def _renew_locks(self) -> None:
@@ -238,10 +236,7 @@ class SqliteOutbox(SqliteFile):
         with self._claiming:
             with self._lock:
                 log, self._log = self._log, None
-                forked = os.getpid() != self._pid
-            if log is not None and forked:
-                log.forget()
-            elif log is not None:
+            if log is not None:
                 try:
                     log.close()
                 except OSError as error:
@@ -339,18 +334,18 @@ class SqliteOutbox(SqliteFile):
             return []
         with self._claiming:
             log = self._wait_for_log()
-            claims, finished = self._lease(limit)
+            claims, wrote = self._lease(limit)
             with self._lock:
-                if claims or finished or self._outcomes_unsynced:
+                if wrote or self._outcomes_unsynced:
                     # Durable while the batch is delivered: the leases, and every outcome
                     # recorded before them.
                     log.begin()
                     self._outcomes_unsynced = False
         return claims
 
-    def _lease(self, limit: int) -> tuple[list[Claim], list[tuple[_State, float, int]]]:
-        """Lease due envelopes (a transaction, not synced); those found fully recorded
-        are finished instead (the second list)."""
+    def _lease(self, limit: int) -> tuple[list[Claim], bool]:
+        """Lease due envelopes (a transaction, not synced), finishing those found fully
+        recorded; and whether it wrote anything."""
         claims: list[Claim] = []
         with self._database(synced=False) as db:
             now = self._clock()
@@ -402,7 +397,7 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
-        return claims, finished
+        return claims, bool(claims or finished)
 
     def holds(self, claim: Claim) -> bool:
         """Whether this worker still holds ``claim``, with at least half a lease to go.
