@@ -8,7 +8,8 @@
 2. drain: ``Mailer.deliver_queued`` emptying that outbox against a direct ``notify`` of
    the same notification on the same sink, in messages per second, on both sinks of
    ``run.py``. Every envelope's outcome is committed (``synchronous=NORMAL``: written,
-   not synced) before the next message's end of DATA; each lease of 50 has the file
+   not synced) before the next message's end of DATA, its record worked out ahead while
+   the server answers when every recipient accepts; each lease of 50 has the file
    synced in a thread while its batch is delivered.
    Beside them, two diagnostics (not outboxes: never to be used) show where the time
    goes: the same drain from an outbox that records no outcome, and from one whose
@@ -169,6 +170,9 @@ class _Diagnostic(nm.SqliteOutbox):
         if bare_update:
             self._bare = sqlite3.connect(path, isolation_level=None)
             self._bare.execute("PRAGMA synchronous = NORMAL")
+
+    def anticipate(self, claim: Claim) -> None:
+        """Nothing to work out ahead: `settle` records nothing, or a fixed row."""
 
     def settle(
         self,

@@ -236,6 +236,82 @@ def test_recipients_undelivered_at_max_lifetime_become_dead(tmp_path: Path, cloc
         assert dead.recipients == ("b@x.org",)
 
 
+OUTCOMES: dict[str, nm.Delivery | nm.DeliveryError] = {
+    "all accepted": nm.Delivery("m", ("a@x.org", "b@x.org")),
+    "one 4xx, one 5xx": nm.Delivery(
+        "m",
+        (),
+        {"a@x.org": nm.Reply(451, "4.3.0 later"), "b@x.org": nm.Reply(550, "5.1.1 no such user")},
+    ),
+    "one accepted, one 4xx": nm.Delivery(
+        "m", ("a@x.org",), {"b@x.org": nm.Reply(452, "4.2.2 full")}
+    ),
+    "server busy": SERVER_BUSY,
+    "a final error": nm.AuthenticationFailed("535 5.7.8 bad credentials"),
+    "b suppressed, a accepted": nm.Delivery("m", ("a@x.org",)),
+    "b suppressed, a refused": nm.Delivery("m", (), {"a@x.org": nm.Reply(550, "5.1.1 unknown")}),
+    # Not what a transport reports for a suppressed recipient, who is not sent to: the
+    # suppression still wins over an anticipated outcome that matches.
+    "b suppressed, both accepted": nm.Delivery("m", ("a@x.org", "b@x.org")),
+}
+_ROW = "SELECT state, attempts, finished_at, last_error, recipients, owner FROM outbox_envelope"
+
+
+@pytest.mark.parametrize("outcome", OUTCOMES)
+def test_an_anticipated_outcome_is_recorded_as_any_other(
+    tmp_path: Path, clock: Clock, outcome: str
+) -> None:
+    """`anticipate` works out the all-accepted record while the server answers; whatever
+    the answer, the row and the report are what they would have been without it."""
+    suppressed = ("b@x.org",) if outcome.startswith("b suppressed") else ()
+    results = []
+    for name, anticipated in (("plain.db", False), ("anticipated.db", True)):
+        with SqliteOutbox(tmp_path / name, clock=clock, min_backoff=MIN, max_backoff=MIN) as store:
+            store.enqueue([envelope("a@x.org", "b@x.org")], key="k")
+            (claim,) = store.claim(10)
+            started = clock.now
+            if anticipated:
+                store.anticipate(claim)
+                made = store._held[int(claim.id)].anticipated
+                assert made is not None
+                store.anticipate(claim)  # once is enough
+                assert store._held[int(claim.id)].anticipated is made
+                assert store.status().sending == 1  # nothing written yet
+            clock.now += 5  # the reply comes later
+            settled = store.settle(claim, OUTCOMES[outcome], suppressed=suppressed)
+            with store._database(write=False) as db:
+                row = db.execute(_ROW).fetchone()
+                (due,) = db.execute("SELECT due_at FROM outbox_envelope").fetchone()
+            clock.now = started
+        results.append((settled, row, due))
+    (plain, plain_row, plain_due), (anticipated_settled, row, due) = results
+    assert anticipated_settled == plain
+    assert row == plain_row
+    for when in (plain_due, due):
+        if row[0] >= 3:  # done: as of the reply, not of the anticipation
+            assert when == row[2] == started + 5
+        else:  # deferred: by the schedule, whose jitter differs
+            assert started + 5 + MIN <= when <= started + 5 + MIN * 1.1
+
+
+def test_anticipating_a_settled_claim_does_nothing_and_a_lease_lost_after_is_recorded_as_lost(
+    workers: tuple[SqliteOutbox, SqliteOutbox], clock: Clock
+) -> None:
+    one, two = workers
+    one.enqueue([envelope("a@x.org"), envelope("b@x.org")], key="k")
+    first, second = one.claim(10)
+    one.settle(first, accepted(first))
+    one.anticipate(first)  # settled already
+    one.anticipate(second)
+    clock.now += 11
+    (taken,) = two.claim(10)  # the lease on the second ran out
+    late = one.settle(second, accepted(second))
+    assert late.accepted == ("b@x.org",)
+    assert one.status() == nm.OutboxStatus(queued=0, deferred=0, sending=1, sent=1, dead=0)
+    assert two.settle(taken, accepted(taken)).accepted == ("b@x.org",)
+    assert two.status().sent == 2
+
+
 def test_retry_sends_dead_mail_again_to_those_who_never_got_it(
     outbox: SqliteOutbox, clock: Clock
 ) -> None:

@@ -8,7 +8,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from typing_extensions import override
 
 import notifymail as nm
 from notifymail._queue import Claim, Settled
+from smtp_servers import RecordingHandler, SmtpServer
 
 SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
 NO_CONNECTION = nm.ConnectionFailed("connection refused")
@@ -212,6 +213,43 @@ def test_each_outcome_is_committed_before_the_next_envelope_is_sent(
     mailer.enqueue(alert(*outsiders(60)))
     mailer.deliver_queued()
     assert witness.committed_before == list(range(60))
+
+
+def test_each_outcome_is_anticipated_while_the_server_answers(
+    tmp_path: Path, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """Over SMTP, the outbox works out each envelope's likely record while its reply is
+    awaited (`SqliteOutbox.anticipate`); a reply that differs is recorded as it is."""
+
+    class Watched(nm.SqliteOutbox):
+        anticipated_at_settle: list[bool]
+
+        @override
+        def settle(
+            self,
+            claim: Claim,
+            result: nm.Delivery | nm.DeliveryError | None,
+            *,
+            suppressed: Collection[str] = (),
+        ) -> Settled:
+            held = self._held.get(int(claim.id))
+            self.anticipated_at_settle.append(held is not None and held.anticipated is not None)
+            return super().settle(claim, result, suppressed=suppressed)
+
+    handler = RecordingHandler(refuse={"user3@example.org": "550 5.1.1 No such user"})
+    server = smtp_server(handler=handler)
+    settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=10.0))
+    with Watched(tmp_path / "mail.db") as outbox:
+        outbox.anticipated_at_settle = []
+        mailer = nm.Mailer(settings, outbox=outbox)
+        mailer.enqueue(alert(*outsiders(6)))
+        report = mailer.deliver_queued()
+        assert outbox.anticipated_at_settle == [True] * 6
+        assert sorted(report.accepted) == [a for a in outsiders(6) if a != "user3@example.org"]
+        assert list(report.refused) == ["user3@example.org"]
+        assert outbox.status().sent == 6
+        assert outbox.dead() == []
+    assert len(handler.messages) == 5
 
 
 def test_while_the_server_is_unreachable_the_batch_is_deferred_unsent(

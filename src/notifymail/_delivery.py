@@ -368,7 +368,7 @@ class Handing(Protocol):
 
     def give_back(self, envelope: Envelope) -> None: ...
 
-    def peek(self) -> Envelope | None: ...
+    def prepare(self) -> None: ...
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None: ...
 
@@ -440,12 +440,15 @@ class Dispatch:
         with self._lock:
             self._closed = True
 
-    def peek(self) -> Envelope | None:
-        """The envelope ``take`` would most likely give next (a retry may come first)."""
+    def prepare(self) -> None:
+        """Serialise the envelope ``take`` will most likely give next (a retry may come
+        first): called while a connection waits for the server."""
         with self._lock:
-            if self._ready:
-                return self._ready[0][1]
-            return self._fresh[0] if self._fresh else None
+            envelope = (
+                self._ready[0][1] if self._ready else self._fresh[0] if self._fresh else None
+            )
+        if envelope is not None:
+            envelope._parts()  # cached on the envelope
 
     def give_back(self, envelope: Envelope) -> None:
         """An envelope ``take`` gave that was not sent after all (the throttle said wait)."""

@@ -162,9 +162,14 @@ class Claimed:
         """An envelope `take` gave that was not sent after all (the throttle said wait)."""
         self._waiting.appendleft(self._out.pop(id(envelope)))
 
-    def peek(self) -> Envelope | None:
-        """The envelope `take` will most likely give next."""
-        return self._waiting[0].envelope if self._waiting and not self.stopped else None
+    def prepare(self) -> None:
+        """While the server works: serialise the envelope `take` will most likely give
+        next, and have the outbox work out the likely outcome of those it gave
+        (`DeliveryQueue.anticipate`), so that recording it costs less once it is known."""
+        if self._waiting and not self.stopped:
+            self._waiting[0].envelope._parts()  # cached on the envelope
+        for claim in self._out.values():
+            self._queue.anticipate(claim)
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None:
         """Record what became of an envelope `take` gave; stop at an unavailable server."""

@@ -125,6 +125,13 @@ class DeliveryQueue(Outbox, Protocol):
         """Whether this worker's lease on ``claim`` is still good: check before sending."""
         ...
 
+    def anticipate(self, claim: Claim) -> None:
+        """``claim``'s message is on its way: called while the server answers, so that a
+        store can work out ahead what `settle` will most likely record (every recipient
+        accepted) and take less time between that answer and the next message. Every
+        store defines it; one with nothing to work out does nothing."""
+        ...
+
     def settle(
         self,
         claim: Claim,

@@ -598,8 +598,7 @@ class _FeedBase:
         return attempt.envelope
 
     def prepare(self) -> None:
-        if (envelope := self._dispatch.peek()) is not None:
-            envelope._parts()  # serialised once, cached on the envelope
+        self._dispatch.prepare()
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         if self._throttle is not None:

@@ -434,6 +434,23 @@ class SqliteOutbox(SqliteFile):
                     del self._held[key]
         return envelope_id in mine
 
+    def anticipate(self, claim: Claim) -> None:
+        """Work out, while the server answers, what `settle` records if every recipient of
+        ``claim`` accepts: the usual outcome then costs `settle` only its one write."""
+        if not self._lock.acquire(blocking=False):
+            return  # the store is busy: this is no time to wait
+        try:
+            held = self._held.get(int(claim.id))
+        finally:
+            self._lock.release()
+        if held is not None and held.anticipated is None:
+            pending = tuple(r[0] for r in held.recipients if r[1] == _Outcome.PENDING)
+            recording = self._recording(
+                held, accepted=pending, refused={}, error=None, suppressed=(), now=self._clock()
+            )
+            if recording.due is None:  # done, whenever written: nothing depends on the time
+                held.anticipated = recording
+
     def settle(
         self,
         claim: Claim,
@@ -465,51 +482,36 @@ class SqliteOutbox(SqliteFile):
                 # One statement, one transaction: what was read at the claim is still
                 # true while the lease holds, and the statement checks that it does.
                 now = self._clock()
-                recipients = held.recipients
-                done_suppressed = _suppress(recipients, suppressed)
-                done_accepted, done_refused, later = _record(recipients, accepted, refused)
-                pending = [r for r in recipients if r[1] == _Outcome.PENDING]
-                expires = held.lifetime_from + self.max_lifetime
-                failed: dict[str, DeliveryError] = {}
-                if error is not None and not error.refused and not error.retryable:
-                    failed = {r[0]: error for r in pending}
-                elif pending and now >= expires:
-                    failed = {r[0]: _expired(r[0], later.get(r[0]), error) for r in pending}
-                for recipient in pending:
-                    if recipient[0] in failed:
-                        recipient[1] = _Outcome.FAILED
-                attempts = held.attempts + 1
-                if pending and not failed:
-                    state, finished_at = _State.DEFERRED, None
-                    wait = backoff(
-                        attempts, min_backoff=self.min_backoff, max_backoff=self.max_backoff
+                recording = held.anticipated
+                # Anticipated: every recipient accepted, in the order of the envelope's
+                # (and so of its RCPT TO commands); a claim always has one to send to.
+                if recording is None or recording.settled.accepted != accepted or suppressed:
+                    recording = self._recording(
+                        held,
+                        accepted=accepted,
+                        refused=refused,
+                        error=error,
+                        suppressed=suppressed,
+                        now=now,
                     )
-                    due = min(now + wait, expires)
-                else:
-                    state, finished_at, due = _final_state(recipients), now, now
+                due = recording.due
                 changed = db.execute(
                     "UPDATE outbox_envelope SET state = ?, due_at = ?, owner = NULL,"
                     " attempts = ?, finished_at = ?, last_error = coalesce(?, last_error),"
                     " recipients = ? WHERE id = ? AND owner = ? AND state = 2",
                     (
-                        state,
-                        due,
-                        attempts,
-                        finished_at,
-                        _last_error(error, later, failed),
-                        json.dumps(recipients),
+                        recording.state,
+                        now if due is None else due,
+                        held.attempts + 1,
+                        now if due is None else None,
+                        recording.last_error,
+                        recording.recipients,
                         envelope_id,
                         self._owner,
                     ),
                 ).rowcount
                 if changed:
-                    return Settled(
-                        accepted=done_accepted,
-                        refused=done_refused,
-                        failed=failed,
-                        deferred=() if failed else tuple(r[0] for r in pending),
-                        suppressed=done_suppressed,
-                    )
+                    return recording.settled
             # The lease ran out during this attempt and another worker took the envelope
             # over: record who accepted and who refused for good, leave it the rest.
             logger.warning("outbox: lost the lease on envelope %s while sending", claim.id)
@@ -527,6 +529,53 @@ class SqliteOutbox(SqliteFile):
                     (json.dumps(recipients), envelope_id),
                 )
         return Settled(accepted=done_accepted, refused=done_refused, suppressed=done_suppressed)
+
+    def _recording(
+        self,
+        held: _Held,
+        *,
+        accepted: Iterable[str],
+        refused: Mapping[str, Reply],
+        error: DeliveryError | None,
+        suppressed: Collection[str],
+        now: float,
+    ) -> _Recording:
+        """What an attempt with this outcome makes of ``held``'s row (left as it is)."""
+        recipients = [list(r) for r in held.recipients]
+        done_suppressed = _suppress(recipients, suppressed)
+        done_accepted, done_refused, later = _record(recipients, accepted, refused)
+        pending = [r for r in recipients if r[1] == _Outcome.PENDING]
+        expires = held.lifetime_from + self.max_lifetime
+        failed: dict[str, DeliveryError] = {}
+        if error is not None and not error.refused and not error.retryable:
+            failed = {r[0]: error for r in pending}
+        elif pending and now >= expires:
+            failed = {r[0]: _expired(r[0], later.get(r[0]), error) for r in pending}
+        for recipient in pending:
+            if recipient[0] in failed:
+                recipient[1] = _Outcome.FAILED
+        due: float | None = None
+        if pending and not failed:
+            state = _State.DEFERRED
+            wait = backoff(
+                held.attempts + 1, min_backoff=self.min_backoff, max_backoff=self.max_backoff
+            )
+            due = min(now + wait, expires)
+        else:
+            state = _final_state(recipients)
+        return _Recording(
+            state=state,
+            due=due,
+            last_error=_last_error(error, later, failed),
+            recipients=json.dumps(recipients),
+            settled=Settled(
+                accepted=done_accepted,
+                refused=done_refused,
+                failed=failed,
+                deferred=() if failed else tuple(r[0] for r in pending),
+                suppressed=done_suppressed,
+            ),
+        )
 
     def release(self, claims: Iterable[Claim]) -> None:
         """Give back envelopes leased and not sent (a worker stopping), due at once."""
@@ -652,12 +701,27 @@ class SqliteOutbox(SqliteFile):
 
 @dataclass(slots=True, kw_only=True)
 class _Held:
-    """An envelope this worker holds: its lease's end, and its row as claimed."""
+    """An envelope this worker holds: its lease's end, its row as claimed, and the
+    recording of its likely outcome once `SqliteOutbox.anticipate` has made it."""
 
     until: float
     recipients: list[_Recipient]
     attempts: int
     lifetime_from: float
+    anticipated: _Recording | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Recording:
+    """What `SqliteOutbox.settle` writes to an envelope's row after an attempt, and
+    reports. ``due``: when to try again; None when the envelope is done, and `settle`
+    writes its own time as ``due_at`` and ``finished_at``."""
+
+    state: _State
+    due: float | None
+    last_error: str | None
+    recipients: str  # the `recipients` column, as JSON
+    settled: Settled
 
 
 def _suppress(recipients: list[_Recipient], addresses: Collection[str]) -> tuple[str, ...]:

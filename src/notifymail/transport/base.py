@@ -74,8 +74,10 @@ class Feed(Protocol):
         None when nothing is left for this caller, who then stops."""
 
     def prepare(self) -> None:
-        """Serialise the envelope likely to go next, while a connection waits for the
-        server: the work is then off the path between a reply and the next write."""
+        """Do ahead, while a connection waits for the server, what comes next: serialise
+        the envelope likely to go next, and whatever else the feed's source can work out
+        before the reply. The work is then off the path between a reply and the next
+        write."""
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
         """What became of an envelope ``ready`` or ``next`` handed out."""
