@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import ssl
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
 
@@ -332,11 +332,8 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         ``max_connections`` are in use."""
         expired, got = yield ACQUIRE
         try:
-            while expired:
-                yield from self._quit(expired.pop().connection)
-        except BaseException:  # an interrupt: close the rest, give the place back
-            for stale in expired:
-                yield Close(stale.connection, abort=True)
+            yield from self._quit_all(expired)
+        except BaseException:  # an interrupt: give the place back
             if isinstance(got, Slot):
                 yield from self._checkin(got, broken=True)
             elif got:
@@ -394,10 +391,16 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         finally:
             yield Close(connection)
 
-    def _close_all(self) -> Steps[None]:
-        """Say QUIT on every connection kept, and close them."""
-        for slot in self._pool.drain():
-            yield from self._quit(slot.connection)
+    def _quit_all(self, slots: Sequence[Slot[C]]) -> Steps[None]:
+        """Say QUIT on each of ``slots``' connections and close it; interrupted, close
+        them all at once (one closed already stays closed)."""
+        try:
+            for slot in slots:
+                yield from self._quit(slot.connection)
+        except BaseException:
+            for slot in slots:
+                yield Close(slot.connection, abort=True)
+            raise
 
     def _settle(
         self,

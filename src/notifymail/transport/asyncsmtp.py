@@ -386,14 +386,7 @@ class AsyncSmtpTransport(SmtpDriver[_Link], AsyncTransport):
     @override
     async def close(self) -> None:
         """Say QUIT on every connection kept, and close them."""
-        slots = self._pool.drain()
-        try:
-            for slot in slots:
-                await self._drive(self._quit(slot.connection))
-        except BaseException:  # interrupted: none is left open (a closed one stays closed)
-            for slot in slots:
-                await slot.connection.close(abort=True)
-            raise
+        await self._drive(self._quit_all(self._pool.drain()))
 
     @override
     async def probe(self, security: Security | None = None) -> bool:

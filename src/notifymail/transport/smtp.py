@@ -107,13 +107,7 @@ class SmtpTransport(SmtpDriver[_Session], Transport):
         """Say QUIT on every connection kept, and close them."""
         with self._vacancy:
             idle = self._pool.drain()
-        try:
-            for slot in idle:
-                self._drive(self._quit(slot.connection))
-        except BaseException:  # interrupted: none is left open (a closed one stays closed)
-            for slot in idle:
-                slot.connection.sock.close()
-            raise
+        self._drive(self._quit_all(idle))
 
     @override
     def probe(self, security: Security | None = None) -> bool:
