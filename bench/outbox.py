@@ -161,15 +161,12 @@ _BARE = "diagnostic: deliver_queued, each outcome only a bare UPDATE"
 
 class _Diagnostic(nm.SqliteOutbox):
     """Records no outcome (every envelope stays leased), or with ``bare_update`` records
-    each as one fixed UPDATE of the envelope's row, committed as ``settle`` commits,
-    with none of the bookkeeping around it."""
+    each as one fixed UPDATE of the envelope's row, on the connection and committed as
+    ``settle`` commits, with none of the bookkeeping around it."""
 
     def __init__(self, path: Path, *, bare_update: bool) -> None:
         super().__init__(path)
-        self._bare: sqlite3.Connection | None = None
-        if bare_update:
-            self._bare = sqlite3.connect(path, isolation_level=None)
-            self._bare.execute("PRAGMA synchronous = NORMAL")
+        self._bare_update = bare_update
 
     def anticipate(self, claim: Claim) -> None:
         """Nothing to work out ahead: `settle` records nothing, or a fixed row."""
@@ -181,19 +178,15 @@ class _Diagnostic(nm.SqliteOutbox):
         *,
         suppressed: Collection[str] = (),
     ) -> Settled:
-        if self._bare is not None:
-            self._bare.execute(
-                "UPDATE outbox_envelope SET state = 3, due_at = 0, owner = NULL,"
-                " attempts = 1, finished_at = 0, last_error = coalesce(NULL, last_error),"
-                " recipients = ? WHERE id = ? AND state = 2",
-                ('[["someone@example.org", 1, null, null]]', int(claim.id)),
-            )
+        if self._bare_update:
+            with self._database(atomic=False, synced=False) as db:
+                db.execute(
+                    "UPDATE outbox_envelope SET state = 3, due_at = 0, owner = NULL,"
+                    " attempts = 1, finished_at = 0, last_error = coalesce(NULL, last_error),"
+                    " recipients = ? WHERE id = ? AND state = 2",
+                    ('[["someone@example.org", 1, null, null]]', int(claim.id)),
+                )
         return Settled(accepted=result.accepted if isinstance(result, nm.Delivery) else ())
-
-    def close(self) -> None:
-        if self._bare is not None:
-            self._bare.close()
-        super().close()
 
 
 def bench_size(count: int, folder: Path) -> dict[str, float]:

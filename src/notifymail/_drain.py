@@ -163,11 +163,9 @@ class Claimed:
         self._waiting.appendleft(self._out.pop(id(envelope)))
 
     def prepare(self) -> None:
-        """While the server works: serialise the envelope `take` will most likely give
-        next, and have the outbox work out the likely outcome of those it gave
-        (`DeliveryQueue.anticipate`), so that recording it costs less once it is known."""
-        if self._waiting and not self.stopped:
-            self._waiting[0].envelope._parts()  # cached on the envelope
+        """While the server works: have the outbox work out the likely outcome of the
+        envelopes handed out (`DeliveryQueue.anticipate`), so that recording it costs
+        less once it is known. Their bytes came from storage: nothing to serialise."""
         for claim in self._out.values():
             self._queue.anticipate(claim)
 

@@ -213,18 +213,18 @@ class SqliteOutbox(SqliteFile):
         # The connection while it commits without syncing (see `_database`).
         self._unsynced: sqlite3.Connection | None = None
         # Claims are made one at a time, each after the sync of the log that the one
-        # before began (see `claim`); `_outcomes_unsynced`: an outcome was committed
-        # since that sync began.
+        # before began (see `claim`); `_changes_synced`: the connection's count of rows
+        # written (`total_changes`) when that sync began.
         self._claiming = threading.Lock()
         self._log: LogSync | None = None
-        self._outcomes_unsynced = False
+        self._changes_synced = 0
 
     def _forked(self) -> None:
         self._owner = _owner_token()
         self._held = {}
         self._unsynced = None
         self._log = None  # the parent's sync
-        self._outcomes_unsynced = False
+        self._changes_synced = 0  # counted on the child's own connection
 
     def _renew_locks(self) -> None:
         super()._renew_locks()
@@ -334,18 +334,19 @@ class SqliteOutbox(SqliteFile):
             return []
         with self._claiming:
             log = self._wait_for_log()
-            claims, wrote = self._lease(limit)
+            claims = self._lease(limit)
             with self._lock:
-                if wrote or self._outcomes_unsynced:
+                changes = self._connected().total_changes
+                if changes != self._changes_synced:
                     # Durable while the batch is delivered: the leases, and every outcome
                     # recorded before them.
                     log.begin()
-                    self._outcomes_unsynced = False
+                    self._changes_synced = changes
         return claims
 
-    def _lease(self, limit: int) -> tuple[list[Claim], bool]:
+    def _lease(self, limit: int) -> list[Claim]:
         """Lease due envelopes (a transaction, not synced), finishing those found fully
-        recorded; and whether it wrote anything."""
+        recorded."""
         claims: list[Claim] = []
         with self._database(synced=False) as db:
             now = self._clock()
@@ -397,7 +398,7 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
-        return claims, bool(claims or finished)
+        return claims
 
     def holds(self, claim: Claim) -> bool:
         """Whether this worker still holds ``claim``, with at least half a lease to go.
@@ -476,7 +477,6 @@ class SqliteOutbox(SqliteFile):
         elif result is not None:
             error, refused = result, result.refused
         with self._database(atomic=False, synced=False) as db:
-            self._outcomes_unsynced = True
             held = self._held.pop(envelope_id, None)
             if held is not None:
                 # One statement, one transaction: what was read at the claim is still
