@@ -73,6 +73,14 @@ class Driven:
         report: nm.DeliveryReport = self._call("notify", notification)
         return report
 
+    def enqueue(self, item: nm.Message | nm.Notification, *, key: str | None = None) -> nm.Queued:
+        queued: nm.Queued = self._call("enqueue", item, key=key)
+        return queued
+
+    def deliver_queued(self, *, limit: int | None = None) -> nm.DeliveryReport:
+        report: nm.DeliveryReport = self._call("deliver_queued", limit=limit)
+        return report
+
     def send_test_email(self, to: str) -> nm.DeliveryReport:
         report: nm.DeliveryReport = self._call("send_test_email", to)
         return report
@@ -124,8 +132,13 @@ class Facade:
         suppressions: nm.Suppressions | None = None,
         clock: Callable[[], float] | None = None,
         sleep: Callable[[float], object] | None = None,
+        outbox: nm.Outbox | None = None,
     ) -> Driven:
-        options: dict[str, Any] = {"directory": directory, "suppressions": suppressions}
+        options: dict[str, Any] = {
+            "directory": directory,
+            "suppressions": suppressions,
+            "outbox": outbox,
+        }
         if clock is not None:
             options["clock"] = clock
         if sleep is not None:

@@ -10,11 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typing_extensions import override
 
 import notifymail as nm
+from facades import Driven, Facade
 from notifymail._queue import Claim, Settled
 from smtp_servers import RecordingHandler, SmtpServer
 
@@ -59,20 +61,26 @@ def mailer(transport: nm.MemoryTransport, outbox: nm.SqliteOutbox) -> nm.Mailer:
     return nm.Mailer(SETTINGS, transport=transport, outbox=outbox)
 
 
+@pytest.fixture
+def driven(facade: Facade, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox) -> Driven:
+    """A Mailer, or an AsyncMailer called as if blocking, with the outbox and transport."""
+    return facade.mailer(SETTINGS, transport=transport, outbox=outbox)
+
+
 def test_enqueue_sends_nothing_and_deliver_queued_delivers_it(
-    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+    driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
 ) -> None:
-    queued = mailer.enqueue(alert(*outsiders(3)))
+    queued = driven.enqueue(alert(*outsiders(3)))
     assert (queued.envelopes, queued.recipients, queued.new) == (3, 3, True)
     assert transport.outbox == []
-    report = mailer.deliver_queued()
+    report = driven.deliver_queued()
     assert sorted(report.accepted) == outsiders(3)
     assert report.ok
     assert len(report.deliveries) == 3
     assert sorted(sent.to[0] for sent in transport.outbox) == outsiders(3)
     assert transport.outbox[0].subject == "Revenue is down"
     assert outbox.status().sent == 3
-    assert mailer.deliver_queued() == nm.DeliveryReport()
+    assert driven.deliver_queued() == nm.DeliveryReport()
 
 
 def test_system_mail_goes_through_the_outbox_as_one_envelope(
@@ -176,18 +184,18 @@ def test_an_outbox_is_told_which_items_are_notifications(kind: str) -> None:
 
 
 def test_limit_bounds_the_envelopes_tried(
-    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+    driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
 ) -> None:
-    mailer.enqueue(alert(*outsiders(120)))
-    assert len(mailer.deliver_queued(limit=70).accepted) == 70
+    driven.enqueue(alert(*outsiders(120)))
+    assert len(driven.deliver_queued(limit=70).accepted) == 70
     assert outbox.status().queued == 50
-    assert len(mailer.deliver_queued(limit=0).accepted) == 0
-    assert len(mailer.deliver_queued().accepted) == 50
+    assert len(driven.deliver_queued(limit=0).accepted) == 0
+    assert len(driven.deliver_queued().accepted) == 50
     assert len(transport.outbox) == 120
 
 
 def test_each_outcome_is_committed_before_the_next_envelope_is_sent(
-    tmp_path: Path, outbox: nm.SqliteOutbox
+    tmp_path: Path, outbox: nm.SqliteOutbox, facade: Facade
 ) -> None:
     class Witness(nm.MemoryTransport):
         """Reads the file, from a connection of its own, as each envelope goes out."""
@@ -209,10 +217,59 @@ def test_each_outcome_is_committed_before_the_next_envelope_is_sent(
             return super().deliver(envelope)
 
     witness = Witness()
-    mailer = nm.Mailer(SETTINGS, transport=witness, outbox=outbox)
+    mailer = facade.mailer(SETTINGS, transport=witness, outbox=outbox)
     mailer.enqueue(alert(*outsiders(60)))
     mailer.deliver_queued()
     assert witness.committed_before == list(range(60))
+
+
+class Witness(RecordingHandler):
+    """A server that notes, at each end of DATA, how many envelopes the outbox file says
+    are sent (read from a connection of its own), and whether the client had pipelined
+    the next message's MAIL FROM behind it (the server's input buffer holds it)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(offer_pipelining=True)
+        self.path = path
+        self.sent_before: list[int] = []
+        self.mail_behind: list[bool] = []
+
+    @override
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        connection = sqlite3.connect(self.path)
+        try:
+            (sent,) = connection.execute(
+                "SELECT count(*) FROM outbox_envelope WHERE state = 3"
+            ).fetchone()
+        finally:
+            connection.close()
+        self.sent_before.append(sent)
+        self.mail_behind.append(b"MAIL FROM" in bytes(server._reader._buffer))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_over_smtp_each_outcome_is_committed_before_the_next_end_of_data(
+    tmp_path: Path, facade: Facade, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """Both facades pipeline the next message behind the one in flight, and still commit
+    each outcome before the next end of DATA (the asyncio one in a thread of its own)."""
+    handler = Witness(tmp_path / "mail.db")
+    server = smtp_server(handler=handler)
+    settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=10.0))
+    transport: nm.Transport | nm.AsyncTransport = (
+        nm.AsyncSmtpTransport(settings.smtp)
+        if facade.is_async
+        else nm.SmtpTransport(settings.smtp)
+    )
+    with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
+        mailer = facade.mailer(settings, transport=transport, outbox=outbox)
+        mailer.enqueue(alert(*outsiders(70)))  # two batches
+        report = mailer.deliver_queued()
+        assert sorted(report.accepted) == sorted(outsiders(70))
+        assert outbox.status().sent == 70
+    assert handler.sent_before == list(range(70))
+    # Pipelined within each batch of 50; the last of a batch waits for the next claim.
+    assert handler.mail_behind == [index not in (49, 69) for index in range(70)]
 
 
 def test_each_outcome_is_anticipated_while_the_server_answers(
@@ -253,42 +310,42 @@ def test_each_outcome_is_anticipated_while_the_server_answers(
 
 
 def test_while_the_server_is_unreachable_the_batch_is_deferred_unsent(
-    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
+    driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
 ) -> None:
-    mailer.enqueue(alert(*outsiders(10)))
+    driven.enqueue(alert(*outsiders(10)))
     transport.fail_next(NO_CONNECTION)
-    report = mailer.deliver_queued()
+    report = driven.deliver_queued()
     assert report == nm.DeliveryReport()
     assert outbox.status().deferred == 10
     assert transport.outbox == []
     clock.now += 66
-    assert len(mailer.deliver_queued().accepted) == 10
+    assert len(driven.deliver_queued().accepted) == 10
 
 
 def test_an_error_of_one_envelope_does_not_hold_up_the_others(
-    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
+    driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
 ) -> None:
-    mailer.enqueue(alert(*outsiders(5)))
+    driven.enqueue(alert(*outsiders(5)))
     transport.fail_next(nm.TemporaryFailure("451 4.3.0 message deferred"))
-    report = mailer.deliver_queued()
+    report = driven.deliver_queued()
     assert len(report.accepted) == 4
     assert outbox.status().deferred == 1
 
 
 def test_a_permanent_refusal_is_final_and_reported(
-    mailer: nm.Mailer, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
+    driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox, clock: Clock
 ) -> None:
     transport.refuse("gone@example.org")
-    mailer.enqueue(alert("gone@example.org", "here@example.org"))
-    report = mailer.deliver_queued()
+    driven.enqueue(alert("gone@example.org", "here@example.org"))
+    report = driven.deliver_queued()
     assert report.accepted == ("here@example.org",)
     assert dict(report.refused) == {"gone@example.org": nm.Reply(550, "5.1.1 No such user")}
     clock.now += 10 * 86400
-    assert mailer.deliver_queued() == nm.DeliveryReport()
+    assert driven.deliver_queued() == nm.DeliveryReport()
     assert outbox.status().sent == 2
 
 
-def test_the_throttle_applies_to_queued_mail(tmp_path: Path) -> None:
+def test_the_throttle_applies_to_queued_mail(tmp_path: Path, facade: Facade) -> None:
     settings = nm.EmailSettings(
         sender=nm.SenderSettings(from_address="alerts@example.com"),
         delivery=nm.DeliverySettings(max_recipients_per_second=5),
@@ -301,7 +358,7 @@ def test_the_throttle_applies_to_queued_mail(tmp_path: Path) -> None:
         now[0] += seconds
 
     with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
-        mailer = nm.Mailer(
+        mailer = facade.mailer(
             settings,
             transport=nm.MemoryTransport(),
             outbox=outbox,
@@ -491,3 +548,68 @@ def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
 
     asyncio.run(main())
     assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)
+
+
+class GatedOutbox(nm.SqliteOutbox):
+    """Holds the recording of the third outcome until ``gate`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.settled = 0
+
+    @override
+    def settle(
+        self,
+        claim: Claim,
+        result: nm.Delivery | nm.DeliveryError | None,
+        *,
+        suppressed: Collection[str] = (),
+    ) -> Settled:
+        self.settled += 1
+        if self.settled == 3:
+            self.entered.set()
+            assert self.gate.wait(10)
+        return super().settle(claim, result, suppressed=suppressed)
+
+
+@pytest.mark.parametrize("over", ["memory", "smtp"])
+def test_an_async_drain_cancelled_while_an_outcome_is_recorded_records_it_first(
+    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """The outcome under way is committed before the batch is given back: nothing is
+    recorded twice, and the envelope that got through is not sent again."""
+    handler = RecordingHandler(offer_pipelining=True)
+    server = smtp_server(handler=handler)
+    settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=10.0))
+    memory = nm.AsyncMemoryTransport()
+    transport = memory if over == "memory" else nm.AsyncSmtpTransport(settings.smtp)
+
+    def delivered() -> list[str]:
+        if over == "memory":
+            return [sent.to[0] for sent in memory.outbox]
+        return [message.recipients[0] for message in handler.messages]
+
+    with GatedOutbox(tmp_path / "mail.db") as outbox:
+        mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
+
+        async def cancel_while_recording() -> None:
+            await mailer.enqueue(alert(*outsiders(10)))
+            task = asyncio.ensure_future(mailer.deliver_queued())
+            for _ in range(500):
+                if outbox.entered.is_set():
+                    break
+                await asyncio.sleep(0.01)
+            assert outbox.entered.is_set()
+            task.cancel()
+            asyncio.get_running_loop().call_later(0.2, outbox.gate.set)
+            with pytest.raises(asyncio.CancelledError):
+                await task
+
+        asyncio.run(cancel_while_recording())
+        assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)
+        assert delivered() == outsiders(3)
+        assert len(asyncio.run(mailer.deliver_queued()).accepted) == 7
+        assert outbox.status().sent == 10
+    assert sorted(delivered()) == sorted(outsiders(10))

@@ -9,10 +9,10 @@ batch's instructions and is sent the answers, as ``_delivery.hand_over`` is: a
 
 A `Claimed` is handed out as a notification's ``Dispatch`` is, and makes the store calls
 of each envelope itself, the moment its outcome is known, so that the outcome is
-committed before the next message's end of DATA goes out. ``Mailer`` gives the batch to
-its transport as a feed, so the next message's commands are pipelined behind the one
-before it; ``AsyncMailer`` sends one envelope at a time and makes the batch's calls in
-a thread, off the event loop.
+committed before the next message's end of DATA goes out. Both mailers give the batch
+to their transport as a feed, so the next message's commands are pipelined behind the
+one before it; ``AsyncMailer`` makes the batch's calls in a thread of its own, off the
+event loop, and its transport waits for each outcome's before the next end of DATA.
 """
 
 from __future__ import annotations

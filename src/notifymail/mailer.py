@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import queue
 import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from importlib import import_module
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar, cast
 
 from typing_extensions import Self
 
@@ -434,23 +435,28 @@ class AsyncMailer(_Facade[AsyncTransport]):
 
     async def deliver_queued(self, *, limit: int | None = None) -> DeliveryReport:
         """Deliver what is due in the outbox, as
-        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does, but one
-        envelope at a time (no pipelining across messages: each outcome is committed in
-        a thread before the next is sent); the outbox's and the suppression list's
-        calls run in a thread, the attempts on the loop."""
+        [`Mailer.deliver_queued`][notifymail.mailer.Mailer.deliver_queued] does: on one
+        connection, the next message's commands pipelined behind the one before it, each
+        outcome committed before the next message's end of DATA. The outbox's and the
+        suppression list's calls run in one thread of the call's own, one at a time,
+        never on the event loop; the attempts run on the loop."""
         plan = self._drain(limit)
         answer: object = None
         error: BaseException | None = None
-        async with self:  # one connection for the whole call
-            while not isinstance(step := advance(plan, answer, error), DeliveryReport):
-                answer, error = None, None
-                try:
-                    if isinstance(step, Send):
-                        await self._send_batch(step.batch)
-                    else:
-                        answer = await _in_thread(step.call)
-                except BaseException as raised:
-                    error = raised
+        store = _StoreThread()
+        try:
+            async with self:  # one connection for the whole call
+                while not isinstance(step := advance(plan, answer, error), DeliveryReport):
+                    answer, error = None, None
+                    try:
+                        if isinstance(step, Send):
+                            await self._send_batch(step.batch, store)
+                        else:
+                            answer = await store.call(step.call)
+                    except BaseException as raised:
+                        error = raised
+        finally:
+            store.close()
         return step
 
     async def send_test_email(self, to: str) -> DeliveryReport:
@@ -485,15 +491,11 @@ class AsyncMailer(_Facade[AsyncTransport]):
             await asyncio.to_thread(self._record_all_hard_bounces, bounced)
         return _report(dispatch.handed, suppressed)
 
-    async def _send_batch(self, batch: Claimed) -> None:
-        """Hand a batch of the outbox's envelopes over one at a time; the batch's calls
-        (lease, outcome, suppression list) run in a thread."""
-        attempt = await _in_thread(functools.partial(batch.take, self._clock(), ready_only=False))
-        while isinstance(attempt, Attempt):
-            outcome = await self._attempt(attempt.envelope)
-            attempt = await _in_thread(
-                functools.partial(batch.follow, attempt.envelope, outcome, self._clock())
-            )
+    async def _send_batch(self, batch: Claimed, store: _StoreThread) -> None:
+        """Hand a batch of the outbox's envelopes over on one connection, as `Mailer`
+        does; the batch's calls (lease, outcome, suppression list) run in ``store``."""
+        feed = _AsyncBatchFeed(batch, store, self._throttle, self._clock, self._sleep)
+        await self.transport._send_feed(feed)
 
     async def _hand_over(self, envelope: Envelope) -> Handed:
         """Deliver one envelope with the retry policy (see `hand_over`)."""
@@ -589,7 +591,7 @@ class _FeedBase:
         self._clock = clock
 
     def ready(self) -> Envelope | None:
-        attempt = self._dispatch.take(self._clock(), ready_only=True)
+        attempt = self._take_ready()
         if attempt is None:
             return None
         if self._admit(attempt.envelope) > 0:  # the caller cannot wait: it waits its turn
@@ -600,10 +602,18 @@ class _FeedBase:
     def prepare(self) -> None:
         self._dispatch.prepare()
 
-    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+    def _record(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        """Tell the dispatch what became of ``envelope``; the throttle counts its
+        recipients a second more."""
+        self._finish(envelope)
+        self._dispatch.done(envelope, outcome, self._clock())
+
+    def _finish(self, envelope: Envelope) -> None:
         if self._throttle is not None:
             self._throttle.finish(len(envelope.recipients), self._clock)
-        self._dispatch.done(envelope, outcome, self._clock())
+
+    def _take_ready(self) -> Attempt | None:
+        return self._dispatch.take(self._clock(), ready_only=True)
 
     def _take(self) -> Attempt | None:
         return self._dispatch.take(self._clock(), ready_only=False)
@@ -638,13 +648,16 @@ class _Feed(_FeedBase):
             self._sleep(wait)
         return attempt.envelope
 
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
+        self._record(envelope, outcome)
+
 
 class _AsyncFeed(_FeedBase):
-    """The asyncio feed: awaits the mailer's ``sleep``."""
+    """The asyncio feed of a notification: awaits the mailer's ``sleep``."""
 
     def __init__(
         self,
-        dispatch: Dispatch,
+        dispatch: Handing,
         throttle: Throttle | None,
         clock: Callable[[], float],
         sleep: Callable[[float], Awaitable[object]],
@@ -653,7 +666,7 @@ class _AsyncFeed(_FeedBase):
         self._sleep = sleep
 
     async def next(self) -> Envelope | None:
-        attempt = self._take()
+        attempt = await self._next_attempt()
         if attempt is None:
             return None
         if attempt.wait > 0:
@@ -661,6 +674,66 @@ class _AsyncFeed(_FeedBase):
         while (wait := self._admit(attempt.envelope)) > 0:
             await self._sleep(wait)
         return attempt.envelope
+
+    def done(
+        self, envelope: Envelope, outcome: Delivery | DeliveryError
+    ) -> asyncio.Future[Any] | None:
+        self._record(envelope, outcome)
+        return None
+
+    async def _next_attempt(self) -> Attempt | None:
+        return self._take()
+
+
+class _AsyncBatchFeed(_AsyncFeed):
+    """A batch of the outbox's envelopes as an asyncio feed. `Claimed`'s calls block on
+    the store, so they run in the drain's `_StoreThread`, off the event loop, and the
+    feed keeps one envelope taken ahead: ``next`` takes two, and recording an outcome
+    also takes the next (`Claimed.follow`, one call for both). ``ready`` hands that one
+    out at once, and the connection queues it behind the message in flight, as with a
+    notification's feed."""
+
+    def __init__(
+        self,
+        batch: Claimed,
+        store: _StoreThread,
+        throttle: Throttle | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        super().__init__(batch, throttle, clock, sleep)
+        self._batch = batch
+        self._store = store
+        self._ahead: Attempt | None = None  # taken by the last `follow`, not handed out
+
+    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> asyncio.Future[Any]:
+        self._finish(envelope)
+        return self._store.submit(
+            functools.partial(self._follow, envelope, outcome, self._clock())
+        )
+
+    def _follow(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None:
+        """Record ``envelope``'s outcome and take the next envelope (in the store's thread)."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:  # back first: if this outcome stops the batch, it is deferred too
+            self._batch.give_back(ahead.envelope)
+        self._ahead = self._batch.follow(envelope, outcome, now)
+
+    def _take_ready(self) -> Attempt | None:
+        attempt, self._ahead = self._ahead, None
+        return attempt
+
+    async def _next_attempt(self) -> Attempt | None:
+        if (attempt := self._take_ready()) is not None:
+            return attempt
+        taken = await self._store.call(functools.partial(self._take_two, self._clock()))
+        attempt, self._ahead = cast("tuple[Attempt | None, Attempt | None]", taken)
+        return attempt
+
+    def _take_two(self, now: float) -> tuple[Attempt | None, Attempt | None]:
+        """The envelope to send, and the one to queue behind it (in the store's thread)."""
+        first = self._batch.take(now, ready_only=False)
+        return first, None if first is None else self._batch.take(now, ready_only=False)
 
 
 def _report(handed: Iterable[Handed], suppressed: tuple[str, ...]) -> DeliveryReport:
@@ -714,15 +787,52 @@ async def _in_tasks(work: list[Coroutine[Any, Any, None]]) -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def _in_thread(function: Callable[[], object]) -> object:
-    """Run an outbox call in a thread; a cancelled caller still waits for it to end, so
-    that the outbox is never used by two calls at once behind the plan's back."""
-    call = asyncio.ensure_future(asyncio.to_thread(function))
-    try:
-        return await asyncio.shield(call)
-    except asyncio.CancelledError:
-        await asyncio.wait([call])
-        raise
+class _StoreThread:
+    """A thread of its own for an asyncio drain's blocking calls to the outbox, made one
+    at a time in the order asked. Handing a call over is a queue's put and a wake-up of
+    the event loop: far less than a task of the default executor, which counts when
+    every envelope's outcome makes one."""
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._calls: queue.SimpleQueue[_StoreCall | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="notifymail-outbox", daemon=True)
+        self._thread.start()
+
+    def submit(self, function: Callable[[], object]) -> asyncio.Future[Any]:
+        """Have ``function`` called in the thread, after the calls submitted before it;
+        the future gives what it returns (or raises). Never cancel it."""
+        result: asyncio.Future[Any] = self._loop.create_future()
+        self._calls.put((function, result))
+        return result
+
+    async def call(self, function: Callable[[], object]) -> object:
+        """What ``function`` returns (or raises), called in the thread. A cancelled
+        caller still waits for it to end, so that the outbox is never used by two calls
+        at once behind the drain's back."""
+        result = self.submit(function)
+        try:
+            return await asyncio.shield(result)
+        except asyncio.CancelledError:
+            await asyncio.wait([result])
+            raise
+
+    def close(self) -> None:
+        """Let the thread end once the calls asked are made."""
+        self._calls.put(None)
+
+    def _serve(self) -> None:
+        while (call := self._calls.get()) is not None:
+            function, result = call
+            try:
+                value = function()
+            except BaseException as error:  # raised where the call was awaited
+                self._loop.call_soon_threadsafe(result.set_exception, error)
+            else:
+                self._loop.call_soon_threadsafe(result.set_result, value)
+
+
+_StoreCall: TypeAlias = "tuple[Callable[[], object], asyncio.Future[Any]]"
 
 
 def _active_smtp(settings: EmailSettings) -> SmtpSettings:

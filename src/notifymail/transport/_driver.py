@@ -23,7 +23,7 @@ import logging
 import ssl
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypeAlias, TypeVar
 
 from typing_extensions import override
 
@@ -44,6 +44,9 @@ from notifymail.transport._pool import Lane, Limits, Pool, Slot
 from notifymail.transport.base import AsyncFeed, Feed, _Lifecycle
 from notifymail.values import Delivery, Envelope
 
+if TYPE_CHECKING:
+    import asyncio
+
 __all__ = [
     "ACQUIRE",
     "FREED",
@@ -54,6 +57,7 @@ __all__ = [
     "Connection",
     "Pace",
     "Read",
+    "Record",
     "Secure",
     "SmtpDriver",
     "Steps",
@@ -112,6 +116,14 @@ class Checkin(Generic[C]):
 
     slot: Slot[C]
     broken: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Wait until the feed has recorded the outcome it was just told (an asyncio feed
+    whose store blocks records it in a thread); the next end of DATA waits for it."""
+
+    recording: asyncio.Future[Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +252,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
             try:
                 slot: Slot[C] = yield from self._checkout()
             except DeliveryError as error:
-                self._settle(feed, envelope, error, logged=logged)
+                yield from self._settle(feed, envelope, error, logged=logged)
                 continue
             broken = True
             try:
@@ -272,7 +284,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
             event = yield from self._exchange(slot.connection, ahead, feed.prepare)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
-                self._settle(feed, *settled, logged=logged)
+                yield from self._settle(feed, *settled, logged=logged)
             else:
                 self._logger.debug("%s closed the kept connection; sending again", self._server)
             if lane.busy or client.state is State.CLOSED or not self._pool.has_room(slot):
@@ -409,11 +421,13 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         outcome: Delivery | DeliveryError,
         *,
         logged: bool,
-    ) -> None:
-        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it."""
+    ) -> Steps[None]:
+        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it; wait
+        until the feed has recorded it, if it records it elsewhere (`Record`)."""
         if logged:
             if isinstance(outcome, DeliveryError):
                 self._log_failure(envelope, outcome)
             else:
                 self._log_delivery(outcome)
-        feed.done(envelope, outcome)
+        if (recording := feed.done(envelope, outcome)) is not None:
+            yield Record(recording)

@@ -35,6 +35,7 @@ from notifymail.transport._driver import (
     Close,
     Pace,
     Read,
+    Record,
     Secure,
     SmtpDriver,
     Steps,
@@ -230,8 +231,9 @@ class _Link(asyncio.BufferedProtocol):
 
 
 def _gives_back(request: object) -> bool:
-    """Whether ``request`` returns what the steps took (a place, a connection)."""
-    return request is FREED or isinstance(request, (Checkin, Close))
+    """Whether ``request`` returns what the steps took (a place, a connection), or
+    finishes what they began (an outcome being recorded): performed even when cancelled."""
+    return request is FREED or isinstance(request, (Checkin, Close, Record))
 
 
 class _Run(Generic[T]):
@@ -240,9 +242,10 @@ class _Run(Generic[T]):
     ``advance`` resumes the steps and performs each request that needs no waiting on
     the spot: a write and a read of what arrived already, the throttle when it admits
     at once. A read that must wait leaves the run with the connection, whose
-    ``buffer_updated`` (or watchdog, or ``connection_lost``) calls ``advance`` again.
-    Any other request wakes the task awaiting ``result``, which awaits it through the
-    transport and resumes the steps with what it gave.
+    ``buffer_updated`` (or watchdog, or ``connection_lost``) calls ``advance`` again; an
+    outcome being recorded (`Record`) leaves it with the recording's future, whose
+    callback does. Any other request wakes the task awaiting ``result``, which awaits it
+    through the transport and resumes the steps with what it gave.
     """
 
     def __init__(
@@ -257,6 +260,7 @@ class _Run(Generic[T]):
         self._feed = feed
         self._pacer = pacer
         self._reading: _Link | None = None
+        self._recording: asyncio.Future[Any] | None = None  # see `Record`
         self._waiting: object = None  # the request for the task
         self._wake: asyncio.Future[None] | None = None
         self._done = False
@@ -291,6 +295,10 @@ class _Run(Generic[T]):
                     self._pacer is None or not self._pacer.reserve(request.recipients)
                 ):
                     continue
+                if type(request) is Record:
+                    self._recording = request.recording
+                    request.recording.add_done_callback(self._recorded)
+                    return  # the recording resumes the steps
             except BaseException as failure:
                 error = failure
                 continue
@@ -319,7 +327,9 @@ class _Run(Generic[T]):
                         raise
                     if self._reading is not None:
                         self._reading.stop_reading()
-                    if _gives_back(self._waiting):
+                    if self._recording is not None:  # it resumes the steps; then the cancel
+                        self._cancelled = cancel
+                    elif _gives_back(self._waiting):
                         self._cancelled = cancel  # thrown in after it, see advance
                     else:
                         self._waiting = None  # the steps get the cancellation instead
@@ -352,6 +362,11 @@ class _Run(Generic[T]):
         if value is None:
             self._reading = request.connection
         return value
+
+    def _recorded(self, recording: asyncio.Future[Any]) -> None:
+        """The outcome the steps wait for is recorded (or failed to be): resume them."""
+        self._recording = None
+        self.advance(error=recording.exception())
 
     def _finish(self, value: object, error: BaseException | None) -> None:
         self._done, self._value, self._error = True, value, error

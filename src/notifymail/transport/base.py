@@ -95,8 +95,12 @@ class AsyncFeed(Protocol):
     def prepare(self) -> None:
         """As `Feed.prepare`."""
 
-    def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> None:
-        """What became of an envelope ``ready`` or ``next`` handed out."""
+    def done(
+        self, envelope: Envelope, outcome: Delivery | DeliveryError
+    ) -> asyncio.Future[Any] | None:
+        """What became of an envelope ``ready`` or ``next`` handed out; a future when
+        recording it waits (an outbox's store, in a thread): the transport waits for it
+        before it sends the next message's end of DATA, and never cancels it."""
 
 
 # The throttle of the mailer whose send is under way in this thread or task, installed by
@@ -415,7 +419,10 @@ class AsyncTransport(_Lifecycle, abc.ABC):
                     outcome: Delivery | DeliveryError = await self._deliver_logged(envelope)
             except DeliveryError as error:
                 outcome = error
-            feed.done(envelope, outcome)
+            if (recording := feed.done(envelope, outcome)) is not None:
+                import asyncio
+
+                await asyncio.shield(recording)
 
     async def _apace(self, recipients: int) -> None:
         """Wait until ``recipients`` more fit the sending mailer's throttle, as ``_pace``."""
