@@ -345,11 +345,21 @@ def test_a_permanent_refusal_is_final_and_reported(
     assert outbox.status().sent == 2
 
 
-def test_the_throttle_applies_to_queued_mail(tmp_path: Path, facade: Facade) -> None:
+@pytest.mark.parametrize("over", ["memory", "smtp"])
+def test_the_throttle_applies_to_queued_mail(
+    tmp_path: Path, facade: Facade, over: str, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """Over SMTP, the throttle also holds back the envelope that would be pipelined."""
+    handler = RecordingHandler(offer_pipelining=True)
+    smtp = smtp_server(handler=handler).settings(timeout=10.0)
     settings = nm.EmailSettings(
         sender=nm.SenderSettings(from_address="alerts@example.com"),
+        smtp=smtp,
         delivery=nm.DeliverySettings(max_recipients_per_second=5),
     )
+    transport: nm.Transport | nm.AsyncTransport = nm.MemoryTransport()
+    if over == "smtp":
+        transport = nm.AsyncSmtpTransport(smtp) if facade.is_async else nm.SmtpTransport(smtp)
     now = [0.0]
     waits: list[float] = []
 
@@ -360,15 +370,18 @@ def test_the_throttle_applies_to_queued_mail(tmp_path: Path, facade: Facade) -> 
     with nm.SqliteOutbox(tmp_path / "mail.db") as outbox:
         mailer = facade.mailer(
             settings,
-            transport=nm.MemoryTransport(),
+            transport=transport,
             outbox=outbox,
             clock=lambda: now[0],
             sleep=sleep,
         )
         mailer.enqueue(alert(*outsiders(12)))
         assert len(mailer.deliver_queued().accepted) == 12
+        assert outbox.status().sent == 12
     assert now[0] >= 2.0
     assert len(waits) == 2
+    if over == "smtp":
+        assert sorted(m.recipients[0] for m in handler.messages) == sorted(outsiders(12))
 
 
 def test_a_worker_thread_delivers_until_stopped(
@@ -482,6 +495,10 @@ class ThreadNoting(nm.SqliteOutbox):
         self.threads.add(threading.get_ident())
         return super().claim(limit)
 
+    def holds(self, claim: Claim) -> bool:
+        self.threads.add(threading.get_ident())
+        return super().holds(claim)
+
     def settle(
         self,
         claim: Claim,
@@ -493,13 +510,15 @@ class ThreadNoting(nm.SqliteOutbox):
         return super().settle(claim, result, suppressed=suppressed)
 
 
+@pytest.mark.parametrize("over", ["memory", "smtp"])
 def test_async_mailer_enqueues_and_delivers_with_the_outbox_off_the_event_loop(
-    tmp_path: Path,
+    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
 ) -> None:
-    transport = nm.AsyncMemoryTransport()
+    server = smtp_server(handler=RecordingHandler(offer_pipelining=True))
+    settings, transport, delivered = async_drain(over, server)
     with ThreadNoting(tmp_path / "mail.db") as outbox:
         outbox.threads = set()
-        mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+        mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
 
         async def main() -> tuple[nm.Queued, nm.Queued, nm.DeliveryReport, int]:
             first = await mailer.enqueue(alert(*outsiders(60)), key="k")
@@ -509,7 +528,7 @@ def test_async_mailer_enqueues_and_delivers_with_the_outbox_off_the_event_loop(
         first, again, report, loop_thread = asyncio.run(main())
         assert (first.envelopes, first.new, again.new) == (60, True, False)
         assert sorted(report.accepted) == sorted(outsiders(60))
-        assert len(transport.outbox) == 60
+        assert sorted(delivered()) == sorted(outsiders(60))
         assert outbox.status().sent == 60
         assert outbox.threads
         assert loop_thread not in outbox.threads
@@ -551,10 +570,13 @@ def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
 
 
 class GatedOutbox(nm.SqliteOutbox):
-    """Holds the recording of the third outcome until ``gate`` is set."""
+    """Once the third outcome is recorded, holds the lease check that follows it (the
+    recording's call takes the next envelope) until ``gate`` is set; or, with
+    ``failing``, fails the recording of the third outcome."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, failing: bool = False) -> None:
         super().__init__(path)
+        self.failing = failing
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.settled = 0
@@ -567,49 +589,110 @@ class GatedOutbox(nm.SqliteOutbox):
         *,
         suppressed: Collection[str] = (),
     ) -> Settled:
+        if self.failing and self.settled == 2:
+            raise sqlite3.OperationalError("disk I/O error")
+        settled = super().settle(claim, result, suppressed=suppressed)
         self.settled += 1
-        if self.settled == 3:
+        return settled
+
+    @override
+    def holds(self, claim: Claim) -> bool:
+        if self.settled == 3 and not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(10)
-        return super().settle(claim, result, suppressed=suppressed)
+        return super().holds(claim)
 
 
-@pytest.mark.parametrize("over", ["memory", "smtp"])
-def test_an_async_drain_cancelled_while_an_outcome_is_recorded_records_it_first(
-    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
+async def cancel_in_the_store(
+    mailer: nm.AsyncMailer, entered: threading.Event, gate: threading.Event
 ) -> None:
-    """The outcome under way is committed before the batch is given back: nothing is
-    recorded twice, and the envelope that got through is not sent again."""
-    handler = RecordingHandler(offer_pipelining=True)
-    server = smtp_server(handler=handler)
+    """Enqueue ten, start a drain, cancel it once a call to the store has ``entered``
+    (and waits for ``gate``), let that call go on 0.2 s later, and see the drain raise
+    the cancellation."""
+    await mailer.enqueue(alert(*outsiders(10)))
+    task = asyncio.ensure_future(mailer.deliver_queued())
+    for _ in range(500):
+        if entered.is_set():
+            break
+        await asyncio.sleep(0.01)
+    assert entered.is_set()
+    task.cancel()
+    asyncio.get_running_loop().call_later(0.2, gate.set)
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+def async_drain(
+    over: str, server: SmtpServer
+) -> tuple[nm.EmailSettings, nm.AsyncTransport, Callable[[], list[str]]]:
+    """Settings, an asyncio transport (memory, or SMTP to ``server``), and who got mail."""
     settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=10.0))
     memory = nm.AsyncMemoryTransport()
     transport = memory if over == "memory" else nm.AsyncSmtpTransport(settings.smtp)
+    handler = server.handler
 
     def delivered() -> list[str]:
         if over == "memory":
             return [sent.to[0] for sent in memory.outbox]
         return [message.recipients[0] for message in handler.messages]
 
+    return settings, transport, delivered
+
+
+@pytest.mark.parametrize("over", ["memory", "smtp"])
+def test_an_async_drain_cancelled_while_the_store_works_finishes_that_call_first(
+    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """The store's call under way (the third outcome's recording, which takes the next
+    envelope) ends before the batch is given back: nothing is recorded twice, nothing
+    stays leased, and no envelope that got through is sent again."""
+    server = smtp_server(handler=RecordingHandler(offer_pipelining=True))
+    settings, transport, delivered = async_drain(over, server)
     with GatedOutbox(tmp_path / "mail.db") as outbox:
         mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
 
-        async def cancel_while_recording() -> None:
-            await mailer.enqueue(alert(*outsiders(10)))
-            task = asyncio.ensure_future(mailer.deliver_queued())
-            for _ in range(500):
-                if outbox.entered.is_set():
-                    break
-                await asyncio.sleep(0.01)
-            assert outbox.entered.is_set()
-            task.cancel()
-            asyncio.get_running_loop().call_later(0.2, outbox.gate.set)
-            with pytest.raises(asyncio.CancelledError):
-                await task
-
-        asyncio.run(cancel_while_recording())
+        asyncio.run(cancel_in_the_store(mailer, outbox.entered, outbox.gate))
         assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)
         assert delivered() == outsiders(3)
         assert len(asyncio.run(mailer.deliver_queued()).accepted) == 7
         assert outbox.status().sent == 10
     assert sorted(delivered()) == sorted(outsiders(10))
+
+
+@pytest.mark.parametrize("over", ["memory", "smtp"])
+def test_an_outcome_the_store_fails_to_record_stops_the_async_drain(
+    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """The store's error is raised; the next message's end of DATA never goes out, and
+    the batch is given back, the envelope whose outcome was not recorded with it."""
+    server = smtp_server(handler=RecordingHandler(offer_pipelining=True))
+    settings, transport, delivered = async_drain(over, server)
+    with GatedOutbox(tmp_path / "mail.db", failing=True) as outbox:
+        mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
+        asyncio.run(mailer.enqueue(alert(*outsiders(10))))
+        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+            asyncio.run(mailer.deliver_queued())
+        assert delivered() == outsiders(3)
+        assert outbox.status() == nm.OutboxStatus(queued=8, deferred=0, sending=0, sent=2, dead=0)
+
+
+def test_an_async_drain_cancelled_while_it_leases_gives_the_leases_back(
+    tmp_path: Path,
+) -> None:
+    class SlowClaim(nm.SqliteOutbox):
+        entered = threading.Event()
+        gate = threading.Event()
+
+        @override
+        def claim(self, limit: int) -> list[Claim]:
+            self.entered.set()
+            assert self.gate.wait(10)
+            return super().claim(limit)
+
+    transport = nm.AsyncMemoryTransport()
+    with SlowClaim(tmp_path / "mail.db") as outbox:
+        mailer = nm.AsyncMailer(SETTINGS, transport=transport, outbox=outbox)
+
+        asyncio.run(cancel_in_the_store(mailer, outbox.entered, outbox.gate))
+        assert transport.outbox == []
+        assert outbox.status() == nm.OutboxStatus(queued=10, deferred=0, sending=0, sent=0, dead=0)

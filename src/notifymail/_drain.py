@@ -12,7 +12,8 @@ of each envelope itself, the moment its outcome is known, so that the outcome is
 committed before the next message's end of DATA goes out. Both mailers give the batch
 to their transport as a feed, so the next message's commands are pipelined behind the
 one before it; ``AsyncMailer`` makes the batch's calls in a thread of its own, off the
-event loop, and its transport waits for each outcome's before the next end of DATA.
+event loop, and its transport waits for each outcome's recording before the next end
+of DATA.
 """
 
 from __future__ import annotations

@@ -129,7 +129,9 @@ class DeliveryQueue(Outbox, Protocol):
         """``claim``'s message is on its way: called while the server answers, so that a
         store can work out ahead what `settle` will most likely record (every recipient
         accepted) and take less time between that answer and the next message. Every
-        store defines it; one with nothing to work out does nothing."""
+        store defines it; one with nothing to work out does nothing. It must never wait
+        (no I/O, no lock it cannot take at once): an ``AsyncMailer`` calls it on its
+        event loop."""
         ...
 
     def settle(

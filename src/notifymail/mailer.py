@@ -47,7 +47,7 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport
+from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport, uncancelled
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
@@ -439,24 +439,33 @@ class AsyncMailer(_Facade[AsyncTransport]):
         connection, the next message's commands pipelined behind the one before it, each
         outcome committed before the next message's end of DATA. The outbox's and the
         suppression list's calls run in one thread of the call's own, one at a time,
-        never on the event loop; the attempts run on the loop."""
+        never on the event loop (but ``anticipate``, which never waits); the attempts
+        run on the loop."""
         plan = self._drain(limit)
         answer: object = None
         error: BaseException | None = None
+        # A cancellation that came during a store call: the plan is given the call's
+        # answer (the envelopes it leased), then the cancellation, at its next step.
+        cancelled: asyncio.CancelledError | None = None
         store = _StoreThread()
         try:
             async with self:  # one connection for the whole call
                 while not isinstance(step := advance(plan, answer, error), DeliveryReport):
                     answer, error = None, None
+                    if cancelled is not None:
+                        error, cancelled = cancelled, None
+                        continue
                     try:
                         if isinstance(step, Send):
                             await self._send_batch(step.batch, store)
                         else:
-                            answer = await store.call(step.call)
+                            answer, cancelled = await store.answer(step.call)
                     except BaseException as raised:
                         error = raised
         finally:
             store.close()
+        if cancelled is not None:
+            raise cancelled
         return step
 
     async def send_test_email(self, to: str) -> DeliveryReport:
@@ -806,16 +815,21 @@ class _StoreThread:
         self._calls.put((function, result))
         return result
 
+    async def answer(
+        self, function: Callable[[], object]
+    ) -> tuple[object, asyncio.CancelledError | None]:
+        """What ``function`` returns (or raises), called in the thread, and the caller's
+        cancellation if one came meanwhile: a cancelled caller still waits for the call
+        to end, so that the outbox is never used by two calls at once behind the
+        drain's back, and what the call did (a lease) is not lost."""
+        return await uncancelled(self.submit(function))
+
     async def call(self, function: Callable[[], object]) -> object:
-        """What ``function`` returns (or raises), called in the thread. A cancelled
-        caller still waits for it to end, so that the outbox is never used by two calls
-        at once behind the drain's back."""
-        result = self.submit(function)
-        try:
-            return await asyncio.shield(result)
-        except asyncio.CancelledError:
-            await asyncio.wait([result])
-            raise
+        """`answer`'s value; a cancellation that came meanwhile is raised after the call."""
+        value, cancelled = await self.answer(function)
+        if cancelled is not None:
+            raise cancelled
+        return value
 
     def close(self) -> None:
         """Let the thread end once the calls asked are made."""

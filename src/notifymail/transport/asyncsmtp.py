@@ -347,10 +347,10 @@ class _Run(Generic[T]):
                 self.advance(error=failure)
             else:
                 self.advance(value)
+        if self._cancelled is not None:  # never thrown in: the steps ended first
+            raise self._cancelled from self._error
         if self._error is not None:
             raise self._error
-        if self._cancelled is not None:
-            raise self._cancelled
         return self._value  # type: ignore[no-any-return]  # the steps' T
 
     def _read(self, request: Read[_Link]) -> bytes | None:
@@ -366,7 +366,10 @@ class _Run(Generic[T]):
     def _recorded(self, recording: asyncio.Future[Any]) -> None:
         """The outcome the steps wait for is recorded (or failed to be): resume them."""
         self._recording = None
-        self.advance(error=recording.exception())
+        if recording.cancelled():  # by no one in notifymail; the steps end with it
+            self.advance(error=asyncio.CancelledError())
+        else:
+            self.advance(error=recording.exception())
 
     def _finish(self, value: object, error: BaseException | None) -> None:
         self._done, self._value, self._error = True, value, error

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Iterable
 from contextvars import ContextVar
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar
 
 from typing_extensions import Self
 
@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 __all__ = ["AsyncTransport", "Delivery", "Envelope", "Reply", "Transport"]
 
 logger = logging.getLogger("notifymail.transport")
+
+T = TypeVar("T")
 
 
 class Pacer(Protocol):
@@ -101,6 +103,19 @@ class AsyncFeed(Protocol):
         """What became of an envelope ``ready`` or ``next`` handed out; a future when
         recording it waits (an outbox's store, in a thread): the transport waits for it
         before it sends the next message's end of DATA, and never cancels it."""
+
+
+async def uncancelled(future: asyncio.Future[T]) -> tuple[T, asyncio.CancelledError | None]:
+    """Wait for ``future`` without ever cancelling it: its result (or raise its error),
+    and the cancellation of the caller that came meanwhile, if one did, for the caller
+    to raise once it has dealt with the result."""
+    import asyncio
+
+    try:
+        return await asyncio.shield(future), None
+    except asyncio.CancelledError as cancelled:
+        await asyncio.wait([future])
+        return future.result(), cancelled
 
 
 # The throttle of the mailer whose send is under way in this thread or task, installed by
@@ -420,9 +435,9 @@ class AsyncTransport(_Lifecycle, abc.ABC):
             except DeliveryError as error:
                 outcome = error
             if (recording := feed.done(envelope, outcome)) is not None:
-                import asyncio
-
-                await asyncio.shield(recording)
+                _, cancelled = await uncancelled(recording)
+                if cancelled is not None:
+                    raise cancelled
 
     async def _apace(self, recipients: int) -> None:
         """Wait until ``recipients`` more fit the sending mailer's throttle, as ``_pace``."""
