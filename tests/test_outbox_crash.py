@@ -84,9 +84,9 @@ def server(request: pytest.FixtureRequest) -> Iterator[tuple[TakingHandler, int]
 class Workers:
     """Worker processes on one outbox file, forked by ``outbox_worker.py`` on request."""
 
-    def __init__(self, database: Path, port: int, log: IO[str]) -> None:
+    def __init__(self, database: Path, port: int, log: IO[str], facade: str) -> None:
         self._launcher = subprocess.Popen(  # noqa: S603 - our own interpreter and script
-            [sys.executable, str(WORKER), str(database), str(port)],
+            [sys.executable, str(WORKER), str(database), str(port), facade],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -126,12 +126,16 @@ def database(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
+@pytest.fixture(params=["Mailer", "AsyncMailer"])
 def workers(
-    tmp_path: Path, database: Path, server: tuple[TakingHandler, int]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    database: Path,
+    server: tuple[TakingHandler, int],
 ) -> Iterator[Workers]:
+    """Worker processes of one kind: an OutboxWorker over a Mailer, or an AsyncMailer."""
     with (tmp_path / "workers.log").open("w") as log:
-        workers = Workers(database, server[1], log)
+        workers = Workers(database, server[1], log, request.param)
         try:
             yield workers
         finally:
