@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import notifymail as nm
+from facades import Facade
 from smtp_servers import RecordingHandler, SmtpServer, free_port
 
 MIN_BACKOFF, MAX_BACKOFF = 60.0, 600.0
@@ -47,7 +48,7 @@ def received(handler: RecordingHandler) -> Counter[str]:
 
 
 def test_an_outage_delays_mail_by_the_backoff_schedule_and_loses_none(
-    tmp_path: Path, smtp_server: Callable[..., SmtpServer]
+    tmp_path: Path, smtp_server: Callable[..., SmtpServer], facade: Facade
 ) -> None:
     clock = Clock()
     port = free_port()  # nothing listens there yet: connection refused
@@ -59,7 +60,9 @@ def test_an_outage_delays_mail_by_the_backoff_schedule_and_loses_none(
     outbox = nm.SqliteOutbox(
         tmp_path / "mail.db", clock=clock, min_backoff=MIN_BACKOFF, max_backoff=MAX_BACKOFF
     )
-    mailer = nm.Mailer(settings, directory=directory, outbox=outbox)
+    smtp = settings.smtp
+    transport = nm.AsyncSmtpTransport(smtp) if facade.is_async else nm.SmtpTransport(smtp)
+    mailer = facade.mailer(settings, transport=transport, directory=directory, outbox=outbox)
 
     def wait_for_attempt(number: int) -> None:
         """Move the clock to just before attempt ``number`` may come, check that nothing
