@@ -67,6 +67,24 @@ def driven(facade: Facade, transport: nm.MemoryTransport, outbox: nm.SqliteOutbo
     return facade.mailer(SETTINGS, transport=transport, outbox=outbox)
 
 
+class SettleHook(nm.SqliteOutbox):
+    """An outbox that calls ``before_settle`` ahead of recording each outcome."""
+
+    def before_settle(self, claim: Claim) -> None:
+        """Look at (or fail) the recording about to be made of ``claim``'s outcome."""
+
+    @override
+    def settle(
+        self,
+        claim: Claim,
+        result: nm.Delivery | nm.DeliveryError | None,
+        *,
+        suppressed: Collection[str] = (),
+    ) -> Settled:
+        self.before_settle(claim)
+        return super().settle(claim, result, suppressed=suppressed)
+
+
 def test_enqueue_sends_nothing_and_deliver_queued_delivers_it(
     driven: Driven, transport: nm.MemoryTransport, outbox: nm.SqliteOutbox
 ) -> None:
@@ -278,20 +296,13 @@ def test_each_outcome_is_anticipated_while_the_server_answers(
     """Over SMTP, the outbox works out each envelope's likely record while its reply is
     awaited (`SqliteOutbox.anticipate`); a reply that differs is recorded as it is."""
 
-    class Watched(nm.SqliteOutbox):
+    class Watched(SettleHook):
         anticipated_at_settle: list[bool]
 
         @override
-        def settle(
-            self,
-            claim: Claim,
-            result: nm.Delivery | nm.DeliveryError | None,
-            *,
-            suppressed: Collection[str] = (),
-        ) -> Settled:
+        def before_settle(self, claim: Claim) -> None:
             held = self._held.get(int(claim.id))
             self.anticipated_at_settle.append(held is not None and held.anticipated is not None)
-            return super().settle(claim, result, suppressed=suppressed)
 
     handler = RecordingHandler(refuse={"user3@example.org": "550 5.1.1 No such user"})
     server = smtp_server(handler=handler)
@@ -480,7 +491,7 @@ def test_an_interrupted_call_gives_back_what_it_had_not_sent(
 # --- asyncio ------------------------------------------------------------------------
 
 
-class ThreadNoting(nm.SqliteOutbox):
+class ThreadNoting(SettleHook):
     """Notes the thread of every call a mailer makes to the outbox."""
 
     threads: set[int]
@@ -499,15 +510,8 @@ class ThreadNoting(nm.SqliteOutbox):
         self.threads.add(threading.get_ident())
         return super().holds(claim)
 
-    def settle(
-        self,
-        claim: Claim,
-        result: nm.Delivery | nm.DeliveryError | None,
-        *,
-        suppressed: Collection[str] = (),
-    ) -> Settled:
+    def before_settle(self, claim: Claim) -> None:
         self.threads.add(threading.get_ident())
-        return super().settle(claim, result, suppressed=suppressed)
 
 
 @pytest.mark.parametrize("over", ["memory", "smtp"])
@@ -569,7 +573,7 @@ def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
     assert outbox.status() == nm.OutboxStatus(queued=7, deferred=0, sending=0, sent=3, dead=0)
 
 
-class GatedOutbox(nm.SqliteOutbox):
+class GatedOutbox(SettleHook):
     """Once the third outcome is recorded, holds the lease check that follows it (the
     recording's call takes the next envelope) until ``gate`` is set; or, with
     ``failing``, fails the recording of the third outcome."""
@@ -579,25 +583,17 @@ class GatedOutbox(nm.SqliteOutbox):
         self.failing = failing
         self.entered = threading.Event()
         self.gate = threading.Event()
-        self.settled = 0
+        self.settling = 0  # recordings begun
 
     @override
-    def settle(
-        self,
-        claim: Claim,
-        result: nm.Delivery | nm.DeliveryError | None,
-        *,
-        suppressed: Collection[str] = (),
-    ) -> Settled:
-        if self.failing and self.settled == 2:
+    def before_settle(self, claim: Claim) -> None:
+        self.settling += 1
+        if self.failing and self.settling == 3:
             raise sqlite3.OperationalError("disk I/O error")
-        settled = super().settle(claim, result, suppressed=suppressed)
-        self.settled += 1
-        return settled
 
     @override
     def holds(self, claim: Claim) -> bool:
-        if self.settled == 3 and not self.entered.is_set():
+        if not self.failing and self.settling == 3 and not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(10)
         return super().holds(claim)
