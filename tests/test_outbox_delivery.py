@@ -246,8 +246,8 @@ class Witness(RecordingHandler):
     are sent (read from a connection of its own), and whether the client had pipelined
     the next message's MAIL FROM behind it (the server's input buffer holds it)."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(offer_pipelining=True)
+    def __init__(self, path: Path, *, pipelining: bool = True) -> None:
+        super().__init__(offer_pipelining=pipelining)
         self.path = path
         self.sent_before: list[int] = []
         self.mail_behind: list[bool] = []
@@ -288,6 +288,49 @@ def test_over_smtp_each_outcome_is_committed_before_the_next_end_of_data(
     assert handler.sent_before == list(range(70))
     # Pipelined within each batch of 50; the last of a batch waits for the next claim.
     assert handler.mail_behind == [index not in (49, 69) for index in range(70)]
+
+
+class HeldRecording(SettleHook):
+    """Holds the recording of the second outcome until the server has received the
+    third message's DATA command (10 s at most), and notes what the server had then."""
+
+    def __init__(self, path: Path, handler: RecordingHandler) -> None:
+        super().__init__(path)
+        self.handler = handler
+        self.settling = 0
+        self.seen: tuple[int, int] | None = None  # DATA commands, messages received
+
+    @override
+    def before_settle(self, claim: Claim) -> None:
+        self.settling += 1
+        if self.settling != 2:
+            return
+        handler = self.handler
+        deadline = time.monotonic() + 10
+        while handler.commands.count("DATA") < 3 and time.monotonic() < deadline:
+            time.sleep(0.002)
+        self.seen = (handler.commands.count("DATA"), len(handler.messages))
+
+
+def test_an_async_drain_sends_the_next_commands_while_an_outcome_is_recorded(
+    tmp_path: Path, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """To a server without PIPELINING, the asyncio drain does not wait for an outcome's
+    recording (in its store thread) to begin the next message: its MAIL, RCPT and DATA
+    go out meanwhile, and only its content waits, so the end of DATA still never
+    precedes the commit of the outcome before it."""
+    handler = Witness(tmp_path / "mail.db", pipelining=False)
+    server = smtp_server(handler=handler)
+    settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=20.0))
+    with HeldRecording(tmp_path / "mail.db", handler) as outbox:
+        mailer = nm.AsyncMailer(settings, outbox=outbox)
+        asyncio.run(mailer.enqueue(alert(*outsiders(5))))
+        report = asyncio.run(mailer.deliver_queued())
+        assert sorted(report.accepted) == sorted(outsiders(5))
+        assert outbox.status().sent == 5
+    assert outbox.seen == (3, 2)  # the third message's DATA, not its content
+    assert handler.sent_before == list(range(5))
+    assert handler.mail_behind == [False] * 5
 
 
 def test_each_outcome_is_anticipated_while_the_server_answers(
@@ -655,21 +698,25 @@ def test_an_async_drain_cancelled_while_the_store_works_finishes_that_call_first
     assert sorted(delivered()) == sorted(outsiders(10))
 
 
+@pytest.mark.parametrize("count", [10, 3])
 @pytest.mark.parametrize("over", ["memory", "smtp"])
 def test_an_outcome_the_store_fails_to_record_stops_the_async_drain(
-    tmp_path: Path, over: str, smtp_server: Callable[..., SmtpServer]
+    tmp_path: Path, over: str, count: int, smtp_server: Callable[..., SmtpServer]
 ) -> None:
-    """The store's error is raised; the next message's end of DATA never goes out, and
-    the batch is given back, the envelope whose outcome was not recorded with it."""
+    """The store's error is raised, even for the batch's last envelope; the next
+    message's end of DATA never goes out, and the batch is given back, the envelope
+    whose outcome was not recorded with it."""
     server = smtp_server(handler=RecordingHandler(offer_pipelining=True))
     settings, transport, delivered = async_drain(over, server)
     with GatedOutbox(tmp_path / "mail.db", failing=True) as outbox:
         mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
-        asyncio.run(mailer.enqueue(alert(*outsiders(10))))
+        asyncio.run(mailer.enqueue(alert(*outsiders(count))))
         with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
             asyncio.run(mailer.deliver_queued())
         assert delivered() == outsiders(3)
-        assert outbox.status() == nm.OutboxStatus(queued=8, deferred=0, sending=0, sent=2, dead=0)
+        assert outbox.status() == nm.OutboxStatus(
+            queued=count - 2, deferred=0, sending=0, sent=2, dead=0
+        )
 
 
 def test_an_async_drain_cancelled_while_it_leases_gives_the_leases_back(

@@ -384,6 +384,24 @@ def test_without_pipelining_each_command_waits_for_the_reply_before_it():
     assert sent(core) == b"DATA\r\n"
 
 
+def test_the_core_says_when_what_it_has_to_send_includes_a_message():
+    """Commands are not the point of no return; a message's content and its end of DATA
+    are, and a driver may hold them back (``has_message_to_send``) until it is ready."""
+    core = client()
+    ready(core)
+    core.mail(make_envelope(recipients=("ann@example.com",)))
+    for reply in (b"250 OK\r\n", b"250 OK\r\n"):  # MAIL, RCPT: DATA comes next
+        assert core.has_data_to_send
+        assert not core.has_message_to_send
+        sent(core)
+        exchange(core, reply)
+    assert sent(core) == b"DATA\r\n"
+    exchange(core, b"354 Go\r\n")
+    assert core.has_message_to_send
+    assert sent(core).endswith(b"\r\n.\r\n")
+    assert not core.has_message_to_send
+
+
 def test_at_most_a_hundred_commands_are_written_ahead_of_their_replies():
     core = client()
     ready(core, PIPELINING_EHLO_REPLY)

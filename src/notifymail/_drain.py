@@ -41,7 +41,7 @@ from notifymail._queue import Claim, DeliveryQueue, Settled
 from notifymail.errors import ConnectionFailed, DeliveryError
 from notifymail.values import Delivery, Envelope
 
-__all__ = ["Claimed", "Drain", "Send", "StoreCall", "advance", "drain"]
+__all__ = ["Claimed", "Drain", "Send", "StoreCall", "advance", "drain", "server_unavailable"]
 
 logger = logging.getLogger("notifymail.mailer")
 
@@ -91,8 +91,7 @@ def drain(queue: DeliveryQueue, limit: int | None, suppressions: Suppressions | 
         except GeneratorExit:
             raise
         except BaseException:
-            if unsettled := batch.unsettled():
-                yield StoreCall(functools.partial(queue.release, unsettled))
+            yield StoreCall(batch.release)
             raise
         if batch.stopped:
             break
@@ -174,7 +173,7 @@ class Claimed:
         """Record what became of an envelope `take` gave; stop at an unavailable server."""
         self._settle(self._out[id(envelope)], outcome)
         del self._out[id(envelope)]
-        if self.stopped or not _server_unavailable(outcome):
+        if self.stopped or not server_unavailable(outcome):
             return
         self.stopped = True
         logger.info(
@@ -193,9 +192,11 @@ class Claimed:
         self.done(envelope, outcome, now)
         return self.take(now, ready_only=False)
 
-    def unsettled(self) -> list[Claim]:
-        """The claims whose outcome is not recorded: handed out, or still waiting."""
-        return [*self._out.values(), *self._waiting]
+    def release(self) -> None:
+        """Give back the claims whose outcome is not recorded: handed out, or still
+        waiting. A store call of its own, so that it comes after any recording under way."""
+        if unsettled := [*self._out.values(), *self._waiting]:
+            self._queue.release(unsettled)
 
     def _settle(
         self,
@@ -227,7 +228,7 @@ def advance(
         return report
 
 
-def _server_unavailable(outcome: Delivery | DeliveryError) -> bool:
+def server_unavailable(outcome: Delivery | DeliveryError) -> bool:
     """Whether ``outcome`` says the server, not this envelope, is the trouble."""
     if not isinstance(outcome, DeliveryError) or outcome.refused or not outcome.retryable:
         return False

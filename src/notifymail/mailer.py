@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from importlib import import_module
 from types import TracebackType
@@ -35,7 +36,7 @@ from notifymail._delivery import (
     send_report,
     split_suppressed,
 )
-from notifymail._drain import Claimed, Drain, Send, advance, drain
+from notifymail._drain import Claimed, Drain, Send, advance, drain, server_unavailable
 from notifymail._queue import DeliveryQueue, Outbox, Queued
 from notifymail.errors import ConfigError, DeliveryError
 from notifymail.message import Message, Notification
@@ -604,7 +605,7 @@ class _FeedBase:
         if attempt is None:
             return None
         if self._admit(attempt.envelope) > 0:  # the caller cannot wait: it waits its turn
-            self._dispatch.give_back(attempt.envelope)
+            self._give_back(attempt)
             return None
         return attempt.envelope
 
@@ -623,6 +624,9 @@ class _FeedBase:
 
     def _take_ready(self) -> Attempt | None:
         return self._dispatch.take(self._clock(), ready_only=True)
+
+    def _give_back(self, attempt: Attempt) -> None:
+        self._dispatch.give_back(attempt.envelope)
 
     def _take(self) -> Attempt | None:
         return self._dispatch.take(self._clock(), ready_only=False)
@@ -697,10 +701,13 @@ class _AsyncFeed(_FeedBase):
 class _AsyncBatchFeed(_AsyncFeed):
     """A batch of the outbox's envelopes as an asyncio feed. `Claimed`'s calls block on
     the store, so they run in the drain's `_StoreThread`, off the event loop, and the
-    feed keeps one envelope taken ahead: ``next`` takes two, and recording an outcome
-    also takes the next (`Claimed.follow`, one call for both). ``ready`` hands that one
-    out at once, and the connection queues it behind the message in flight, as with a
-    notification's feed."""
+    feed keeps envelopes taken ahead: ``next`` takes two, and recording an outcome also
+    takes the next (`Claimed.follow`, one call for both).
+
+    While an outcome is recorded the connection goes on with the next message, all but
+    its content (see ``_driver.Record``): ``ready`` and ``next`` hand out what was taken
+    ahead without asking the store, and ``prepare`` waits its turn. The batch is the
+    store thread's until the recording is done; the feed's own state is the loop's."""
 
     def __init__(
         self,
@@ -713,30 +720,56 @@ class _AsyncBatchFeed(_AsyncFeed):
         super().__init__(batch, throttle, clock, sleep)
         self._batch = batch
         self._store = store
-        self._ahead: Attempt | None = None  # taken by the last `follow`, not handed out
+        self._taken: deque[Attempt] = deque()  # taken ahead, not handed out
+        self._recording: asyncio.Future[Any] | None = None
 
     def done(self, envelope: Envelope, outcome: Delivery | DeliveryError) -> asyncio.Future[Any]:
         self._finish(envelope)
-        return self._store.submit(
-            functools.partial(self._follow, envelope, outcome, self._clock())
+        back: list[Attempt] = []
+        if server_unavailable(outcome):  # the batch stops: what was taken ahead is deferred
+            back, self._taken = list(self._taken), deque()
+        recording = self._store.submit(
+            functools.partial(self._follow, back, envelope, outcome, self._clock())
         )
+        recording.add_done_callback(self._took)  # before the transport's own callback
+        self._recording = recording
+        return recording
 
-    def _follow(self, envelope: Envelope, outcome: Delivery | DeliveryError, now: float) -> None:
-        """Record ``envelope``'s outcome and take the next envelope (in the store's thread)."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:  # back first: if this outcome stops the batch, it is deferred too
-            self._batch.give_back(ahead.envelope)
-        self._ahead = self._batch.follow(envelope, outcome, now)
+    def prepare(self) -> None:
+        if self._recording is None or self._recording.done():
+            super().prepare()
+
+    def _follow(
+        self,
+        back: list[Attempt],
+        envelope: Envelope,
+        outcome: Delivery | DeliveryError,
+        now: float,
+    ) -> Attempt | None:
+        """Give ``back`` back, record ``envelope``'s outcome and take the next envelope
+        (in the store's thread)."""
+        for attempt in reversed(back):
+            self._batch.give_back(attempt.envelope)
+        return self._batch.follow(envelope, outcome, now)
+
+    def _took(self, recording: asyncio.Future[Any]) -> None:
+        failed = recording.cancelled() or recording.exception() is not None
+        if not failed and (attempt := recording.result()) is not None:
+            self._taken.append(attempt)
 
     def _take_ready(self) -> Attempt | None:
-        attempt, self._ahead = self._ahead, None
-        return attempt
+        return self._taken.popleft() if self._taken else None
+
+    def _give_back(self, attempt: Attempt) -> None:
+        self._taken.appendleft(attempt)
 
     async def _next_attempt(self) -> Attempt | None:
         if (attempt := self._take_ready()) is not None:
             return attempt
         taken = await self._store.call(functools.partial(self._take_two, self._clock()))
-        attempt, self._ahead = cast("tuple[Attempt | None, Attempt | None]", taken)
+        attempt, following = cast("tuple[Attempt | None, Attempt | None]", taken)
+        if following is not None:
+            self._taken.append(following)
         return attempt
 
     def _take_two(self, now: float) -> tuple[Attempt | None, Attempt | None]:

@@ -413,6 +413,7 @@ class SmtpClient:
         self._idle_step = Step.CONNECT  # what a failure belongs to when no reply is owed
         self._deadline: float | None = None
         self._outgoing: list[bytes] = []
+        self._message_queued = False  # _outgoing holds a message's content
         self._incoming = bytearray()
         self._scanned = 0  # bytes of _incoming already split into the lines below
         self._lines: list[bytes] = []  # texts of the lines read of the current reply
@@ -463,10 +464,17 @@ class SmtpClient:
         """Whether `data_to_send` has bytes to write."""
         return bool(self._outgoing)
 
+    @property
+    def has_message_to_send(self) -> bool:
+        """Whether `data_to_send` holds a message's content, up to its end of DATA: the
+        point of no return, which a driver may hold back until it is ready for it."""
+        return self._message_queued
+
     def data_to_send(self) -> bytes:
         """The bytes to write to the server now (empty when there are none)."""
         data = b"".join(self._outgoing)
         self._outgoing.clear()
+        self._message_queued = False
         self._deadline = None  # a reply's time counts from the last write
         return data
 
@@ -946,6 +954,7 @@ class SmtpClient:
         else:
             self._outgoing.append(_dot_stuffed(head + tail))
         self._send(_END_OF_DATA, Step.END_OF_DATA)
+        self._message_queued = True
 
     def _is_ascii(self, envelope: Envelope) -> bool:
         head, tail = envelope._parts()
@@ -970,6 +979,7 @@ class SmtpClient:
         self._shared = (b"", b"", True)
         self._owed.clear()
         self._outgoing.clear()
+        self._message_queued = False
         self._transaction = None
         self._next = None
         self._auth_responses.clear()

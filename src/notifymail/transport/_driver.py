@@ -120,8 +120,11 @@ class Checkin(Generic[C]):
 
 @dataclass(frozen=True, slots=True)
 class Record:
-    """Wait until the feed has recorded the outcome it was just told (an asyncio feed
-    whose store blocks records it in a thread); the next end of DATA waits for it."""
+    """Wait until the feed has recorded an outcome it was told (an asyncio feed whose
+    store blocks records it in a thread). Asked only once the next message's commands
+    have gone out, right before its content: the end of DATA after an outcome is never
+    sent before that outcome is recorded, and the recording takes no round trip of its
+    own."""
 
     recording: asyncio.Future[Any]
 
@@ -252,7 +255,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
             try:
                 slot: Slot[C] = yield from self._checkout()
             except DeliveryError as error:
-                yield from self._settle(feed, envelope, error, logged=logged)
+                yield from self._settle(feed, lane, envelope, error, logged=logged)
                 continue
             broken = True
             try:
@@ -260,6 +263,7 @@ class SmtpDriver(_Lifecycle, Generic[C]):
                 broken = slot.connection.client.state is State.CLOSED
             finally:
                 yield from self._checkin(slot, broken=broken)
+        yield from self._recorded(lane)
 
     def _run(
         self,
@@ -281,10 +285,10 @@ class SmtpDriver(_Lifecycle, Generic[C]):
 
         yield from self._start(slot, envelope, lane, paced=paced)
         while lane.busy:
-            event = yield from self._exchange(slot.connection, ahead, feed.prepare)
+            event = yield from self._exchange(slot.connection, ahead, feed.prepare, lane)
             assert isinstance(event, (Delivered, Failed))  # noqa: S101 - what mail() ends in
             if (settled := lane.ended(event)) is not None:
-                yield from self._settle(feed, *settled, logged=logged)
+                yield from self._settle(feed, lane, *settled, logged=logged)
             else:
                 self._logger.debug("%s closed the kept connection; sending again", self._server)
             if lane.busy or client.state is State.CLOSED or not self._pool.has_room(slot):
@@ -312,18 +316,22 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         connection: C,
         ahead: Callable[[], Steps[None]] | None = None,
         idle: Callable[[], object] | None = None,
+        lane: Lane | None = None,
     ) -> Steps[Event]:
         """Write and read until the core has an event for the caller.
 
         ``ahead`` runs when the core could queue the next envelope behind the message
         it is about to send (``can_mail_ahead``), before that is written; ``idle`` is
-        called after each write, while the server works.
+        called after each write, while the server works. A message's content waits for
+        the outcome that ``lane`` has being recorded, if any (`Record`).
         """
         client = connection.client
         try:
             while True:
                 event = client.next_event()
                 if event is NEED_DATA:
+                    if lane is not None and client.has_message_to_send:
+                        yield from self._recorded(lane)  # which may take the next envelope
                     if ahead is not None and client.can_mail_ahead:
                         yield from ahead()
                     time_left = client.time_left()
@@ -417,17 +425,26 @@ class SmtpDriver(_Lifecycle, Generic[C]):
     def _settle(
         self,
         feed: Feed | AsyncFeed,
+        lane: Lane,
         envelope: Envelope,
         outcome: Delivery | DeliveryError,
         *,
         logged: bool,
     ) -> Steps[None]:
-        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it; wait
-        until the feed has recorded it, if it records it elsewhere (`Record`)."""
+        """Report an envelope's outcome to ``feed``, logged as ``send`` logs it. A feed
+        that records it elsewhere gives its recording, which ``lane`` keeps until the
+        next message's content is to go out (see `_exchange`) or the stream ends."""
         if logged:
             if isinstance(outcome, DeliveryError):
                 self._log_failure(envelope, outcome)
             else:
                 self._log_delivery(outcome)
         if (recording := feed.done(envelope, outcome)) is not None:
+            yield from self._recorded(lane)  # the outcome before, if it is still being recorded
+            lane.recording = recording
+
+    def _recorded(self, lane: Lane) -> Steps[None]:
+        """Wait until the outcome that ``lane`` has being recorded, if any, is recorded."""
+        if (recording := lane.recording) is not None:
+            lane.recording = None
             yield Record(recording)

@@ -14,11 +14,14 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from notifymail.errors import DeliveryError
 from notifymail.protocol import Delivered, Failed
 from notifymail.values import Delivery, Envelope
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = ["Lane", "Limits", "Pool", "Single", "Slot"]
 
@@ -117,8 +120,8 @@ class Pool(Generic[C]):
 
 
 class Lane:
-    """The envelopes in flight on one connection, oldest first, and those to send once
-    more on a new connection.
+    """The envelopes in flight on one connection, oldest first, those to send once more
+    on a new connection, and the outcome being recorded (see ``_driver.Record``).
 
     The protocol core ends every envelope in one ``Delivered`` or ``Failed``, in the
     order they were started; a ``Failed`` with ``reconnect`` (the server dropped a kept
@@ -129,6 +132,7 @@ class Lane:
         self._in_flight: deque[Envelope] = deque()
         self._again: deque[Envelope] = deque()
         self._reconnected: set[int] = set()
+        self.recording: asyncio.Future[Any] | None = None
 
     @property
     def busy(self) -> bool:
