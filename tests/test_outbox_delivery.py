@@ -18,6 +18,7 @@ from typing_extensions import override
 import notifymail as nm
 from facades import Driven, Facade
 from notifymail._queue import Claim, Settled
+from notifymail._sqlite import LogSync
 from smtp_servers import RecordingHandler, SmtpServer
 
 SETTINGS = nm.EmailSettings(sender=nm.SenderSettings(from_address="alerts@example.com"))
@@ -531,6 +532,25 @@ def test_an_interrupted_call_gives_back_what_it_had_not_sent(
     assert len(mailer.deliver_queued().accepted) == 8  # at once: no lease to wait for
 
 
+def test_a_call_interrupted_right_after_its_leases_are_committed_gives_them_back(
+    outbox: nm.SqliteOutbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C as the claim starts the background sync of its leases (a thread's start,
+    which waits): the claim never reaches the drain, yet nothing stays leased."""
+
+    def interrupted(log: LogSync) -> None:
+        raise KeyboardInterrupt
+
+    mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+    mailer.enqueue(alert(*outsiders(10)))
+    monkeypatch.setattr(LogSync, "begin", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        mailer.deliver_queued()
+    assert outbox.status() == nm.OutboxStatus(queued=10, deferred=0, sending=0, sent=0, dead=0)
+    monkeypatch.undo()
+    assert len(mailer.deliver_queued().accepted) == 10  # at once: no lease to wait for
+
+
 # --- asyncio ------------------------------------------------------------------------
 
 
@@ -619,9 +639,9 @@ def test_a_cancelled_async_deliver_queued_gives_back_what_it_had_not_sent(
 class GatedOutbox(SettleHook):
     """Once the third outcome is recorded, holds the lease check that follows it (the
     recording's call takes the next envelope) until ``gate`` is set; or, with
-    ``failing``, fails the recording of the third outcome."""
+    ``failing``, fails the recording of the third outcome with that error."""
 
-    def __init__(self, path: Path, *, failing: bool = False) -> None:
+    def __init__(self, path: Path, *, failing: Exception | None = None) -> None:
         super().__init__(path)
         self.failing = failing
         self.entered = threading.Event()
@@ -631,12 +651,12 @@ class GatedOutbox(SettleHook):
     @override
     def before_settle(self, claim: Claim) -> None:
         self.settling += 1
-        if self.failing and self.settling == 3:
-            raise sqlite3.OperationalError("disk I/O error")
+        if self.failing is not None and self.settling == 3:
+            raise self.failing
 
     @override
     def holds(self, claim: Claim) -> bool:
-        if not self.failing and self.settling == 3 and not self.entered.is_set():
+        if self.failing is None and self.settling == 3 and not self.entered.is_set():
             self.entered.set()
             assert self.gate.wait(10)
         return super().holds(claim)
@@ -698,25 +718,63 @@ def test_an_async_drain_cancelled_while_the_store_works_finishes_that_call_first
     assert sorted(delivered()) == sorted(outsiders(10))
 
 
+@pytest.mark.parametrize(
+    "error",
+    [sqlite3.OperationalError("disk I/O error"), ConnectionError("suppressions unreachable")],
+)
 @pytest.mark.parametrize("count", [10, 3])
 @pytest.mark.parametrize("over", ["memory", "smtp"])
 def test_an_outcome_the_store_fails_to_record_stops_the_async_drain(
-    tmp_path: Path, over: str, count: int, smtp_server: Callable[..., SmtpServer]
+    tmp_path: Path,
+    over: str,
+    count: int,
+    error: Exception,
+    smtp_server: Callable[..., SmtpServer],
 ) -> None:
-    """The store's error is raised, even for the batch's last envelope; the next
-    message's end of DATA never goes out, and the batch is given back, the envelope
-    whose outcome was not recorded with it."""
+    """The store's error is raised, even for the batch's last envelope, and an OSError
+    is not taken for the connection's; the next message's end of DATA never goes out,
+    and the batch is given back, the envelope whose outcome was not recorded with it."""
     server = smtp_server(handler=RecordingHandler(offer_pipelining=True))
     settings, transport, delivered = async_drain(over, server)
-    with GatedOutbox(tmp_path / "mail.db", failing=True) as outbox:
+    with GatedOutbox(tmp_path / "mail.db", failing=error) as outbox:
         mailer = nm.AsyncMailer(settings, transport=transport, outbox=outbox)
         asyncio.run(mailer.enqueue(alert(*outsiders(count))))
-        with pytest.raises(sqlite3.OperationalError, match="disk I/O error"):
+        with pytest.raises(type(error), match=str(error)):
             asyncio.run(mailer.deliver_queued())
         assert delivered() == outsiders(3)
         assert outbox.status() == nm.OutboxStatus(
             queued=count - 2, deferred=0, sending=0, sent=2, dead=0
         )
+
+
+def test_a_421_met_while_an_outcome_is_recorded_defers_the_rest_of_the_batch(
+    tmp_path: Path, smtp_server: Callable[..., SmtpServer]
+) -> None:
+    """The second message, pipelined behind the first, is refused with 421 while the
+    first one's outcome is still being recorded (and that recording takes the next
+    envelope): the drain stops there, and nothing more goes out, on no new connection."""
+
+    class SlowFirst(SettleHook):
+        settled = 0
+
+        @override
+        def before_settle(self, claim: Claim) -> None:
+            self.settled += 1
+            if self.settled == 1:
+                time.sleep(0.3)
+
+    handler = RecordingHandler(offer_pipelining=True)
+    handler.refuse["user1@example.org"] = "421 4.3.2 Going down"
+    server = smtp_server(handler=handler)
+    settings = nm.EmailSettings(sender=SETTINGS.sender, smtp=server.settings(timeout=10.0))
+    with SlowFirst(tmp_path / "mail.db") as outbox:
+        mailer = nm.AsyncMailer(settings, outbox=outbox)
+        asyncio.run(mailer.enqueue(alert(*outsiders(10))))
+        report = asyncio.run(mailer.deliver_queued())
+        assert report.accepted == ("user0@example.org",)
+        assert outbox.status() == nm.OutboxStatus(queued=0, deferred=9, sending=0, sent=1, dead=0)
+    assert [message.recipients for message in handler.messages] == [("user0@example.org",)]
+    assert handler.connections == 1
 
 
 def test_an_async_drain_cancelled_while_it_leases_gives_the_leases_back(

@@ -706,8 +706,9 @@ class _AsyncBatchFeed(_AsyncFeed):
 
     While an outcome is recorded the connection goes on with the next message, all but
     its content (see ``_driver.Record``): ``ready`` and ``next`` hand out what was taken
-    ahead without asking the store, and ``prepare`` waits its turn. The batch is the
-    store thread's until the recording is done; the feed's own state is the loop's."""
+    ahead (``next`` asks the store only when nothing was, its call queued behind the
+    recording), and ``prepare`` waits its turn. The batch is the store thread's until
+    the recording is done; the feed's own state is the loop's."""
 
     def __init__(
         self,

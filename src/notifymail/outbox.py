@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -334,20 +334,29 @@ class SqliteOutbox(SqliteFile):
             return []
         with self._claiming:
             log = self._wait_for_log()
-            claims = self._lease(limit)
-            with self._lock:
-                changes = self._connected().total_changes
-                if changes != self._changes_synced:
-                    # Durable while the batch is delivered: the leases, and every outcome
-                    # recorded before them.
-                    log.begin()
-                    self._changes_synced = changes
+            claims: list[Claim] = []
+            try:
+                self._lease(limit, claims)
+                with self._lock:
+                    changes = self._connected().total_changes
+                    if changes != self._changes_synced:
+                        # Durable while the batch is delivered: the leases, and every
+                        # outcome recorded before them.
+                        log.begin()
+                        self._changes_synced = changes
+            except BaseException:
+                # Interrupted (Ctrl-C) once the leases may be committed, before the
+                # caller has them: given back, not held until they run out.
+                if claims:
+                    with suppress(Exception):
+                        self.release(claims)
+                raise
         return claims
 
-    def _lease(self, limit: int) -> list[Claim]:
+    def _lease(self, limit: int, claims: list[Claim]) -> None:
         """Lease due envelopes (a transaction, not synced), finishing those found fully
-        recorded."""
-        claims: list[Claim] = []
+        recorded; each claim is added to ``claims`` as it is made, so that the caller
+        knows what to give back if it is interrupted."""
         with self._database(synced=False) as db:
             now = self._clock()
             rows = db.execute(
@@ -398,7 +407,6 @@ class SqliteOutbox(SqliteFile):
                 "UPDATE outbox_envelope SET state = ?, finished_at = ?, owner = NULL WHERE id = ?",
                 finished,
             )
-        return claims
 
     def holds(self, claim: Claim) -> bool:
         """Whether this worker still holds ``claim``, with at least half a lease to go.

@@ -121,10 +121,11 @@ class Checkin(Generic[C]):
 @dataclass(frozen=True, slots=True)
 class Record:
     """Wait until the feed has recorded an outcome it was told (an asyncio feed whose
-    store blocks records it in a thread). Asked only once the next message's commands
-    have gone out, right before its content: the end of DATA after an outcome is never
-    sent before that outcome is recorded, and the recording takes no round trip of its
-    own."""
+    store blocks records it in a thread). Asked as late as can be: right before the
+    next message's content is written (so no end of DATA precedes the commit of the
+    outcome before it), before the next outcome is reported, and when the stream ends.
+    Meanwhile the next message's commands go out, so the recording takes no round trip
+    of its own."""
 
     recording: asyncio.Future[Any]
 
@@ -326,26 +327,28 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         the outcome that ``lane`` has being recorded, if any (`Record`).
         """
         client = connection.client
-        try:
-            while True:
-                event = client.next_event()
+        while True:
+            event = client.next_event()
+            if event is NEED_DATA:
+                # Outside the I/O errors' handling below: neither is the connection's.
+                if lane is not None and client.has_message_to_send:
+                    yield from self._recorded(lane)  # which may take the next envelope
+                if ahead is not None and client.can_mail_ahead:
+                    yield from ahead()
+            elif not isinstance(event, StartTls):
+                return event
+            try:
                 if event is NEED_DATA:
-                    if lane is not None and client.has_message_to_send:
-                        yield from self._recorded(lane)  # which may take the next envelope
-                    if ahead is not None and client.can_mail_ahead:
-                        yield from ahead()
                     time_left = client.time_left()
                     if time_left <= 0:
                         raise TimeoutError("timed out")
                     client.receive_data((yield Read(connection, time_left, idle)))
-                elif isinstance(event, StartTls):
+                else:
                     yield Secure(connection)
                     client.tls_started()
-                else:
-                    return event
-        except OSError as error:  # timeouts, resets, TLS and certificate errors
-            client.connection_failed(error)
-            return client.next_event()
+            except OSError as error:  # timeouts, resets, TLS and certificate errors
+                client.connection_failed(error)
+                return client.next_event()
 
     def _checkout(self) -> Steps[Slot[C]]:
         """A kept connection, or a new one (connected, secured, logged in); waits while
@@ -439,9 +442,10 @@ class SmtpDriver(_Lifecycle, Generic[C]):
                 self._log_failure(envelope, outcome)
             else:
                 self._log_delivery(outcome)
-        if (recording := feed.done(envelope, outcome)) is not None:
-            yield from self._recorded(lane)  # the outcome before, if it is still being recorded
-            lane.recording = recording
+        # The outcome before first: what its recording decided (the server is down: take
+        # nothing more) holds before the feed hears of this one.
+        yield from self._recorded(lane)
+        lane.recording = feed.done(envelope, outcome)
 
     def _recorded(self, lane: Lane) -> Steps[None]:
         """Wait until the outcome that ``lane`` has being recorded, if any, is recorded."""

@@ -102,8 +102,9 @@ class AsyncFeed(Protocol):
     ) -> asyncio.Future[Any] | None:
         """What became of an envelope ``ready`` or ``next`` handed out; a future when
         recording it waits (an outbox's store, in a thread). The transport never cancels
-        it, and waits for it before it sends any message's content; meanwhile it may take
-        the next envelope (``ready``, ``next``) and send its commands."""
+        it, and waits for it before it sends any message's content or reports another
+        outcome; meanwhile it may take the next envelope (``ready``, ``next``) and send
+        its commands."""
 
 
 async def uncancelled(future: asyncio.Future[T]) -> tuple[T, asyncio.CancelledError | None]:
