@@ -257,8 +257,8 @@ def targets(results: dict[str, Any]) -> list[Target]:
 
     The minimal asyncio sink's ratios are printed with the rest and carry no target: a
     server that answers at once leaves about 19 µs an envelope for the outbox at 0.8,
-    less than the one commit per envelope that the guarantee of at most one repeat per
-    kill requires (docs/performance.md, section 10).
+    less than this outbox's one commit per envelope, made so that a kill repeats at most
+    one envelope (docs/performance.md, section 10).
     """
     enqueue = results["enqueue"]["Mailer.enqueue (policy, composition, storage)"]
     found = [Target("enqueue: envelopes per second", enqueue, ">= 5000", enqueue >= 5000)]

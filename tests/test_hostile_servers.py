@@ -249,6 +249,27 @@ def test_xoauth2_logs_in_with_the_token_of_the_moment_and_never_the_password(
     assert len(handler.messages) == 1
 
 
+def test_a_token_provider_that_cannot_be_reached_fails_the_connection_not_the_caller(
+    driver, smtp_server, server_tls, client_tls
+):
+    """The ``oauth2_token`` callable is asked during AUTH; an OSError it raises (its
+    identity provider unreachable) is a ``ConnectionFailed`` to retry, like any other
+    failure to set up the connection, and nothing is sent."""
+    handler = OAuth2Handler(tokens={"robot": TOKEN})
+    server = smtp_server(starttls=server_tls, users={"robot": PASSWORD}, handler=handler)
+    settings = server.settings(username="robot", password=PASSWORD)
+
+    def unreachable() -> str:
+        raise ConnectionRefusedError("identity provider unreachable")
+
+    transport = driver.transport(settings, ssl_context=client_tls, oauth2_token=unreachable)
+
+    with pytest.raises(nm.ConnectionFailed, match="identity provider unreachable") as raised:
+        transport.send(make_envelope())
+    assert raised.value.retryable
+    assert handler.messages == []
+
+
 def test_verify_through_the_mailer_logs_in_with_its_transports_oauth2_token(
     smtp_server, server_tls, client_tls, driver
 ):

@@ -551,6 +551,27 @@ def test_a_call_interrupted_right_after_its_leases_are_committed_gives_them_back
     assert len(mailer.deliver_queued().accepted) == 10  # at once: no lease to wait for
 
 
+def test_leases_that_cannot_be_given_back_after_an_interrupt_are_logged(
+    outbox: nm.SqliteOutbox, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The interrupt is what the caller hears of; the leases kept are in the log."""
+
+    def interrupted(log: LogSync) -> None:
+        raise KeyboardInterrupt
+
+    def locked(claims: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    mailer = nm.Mailer(SETTINGS, transport=nm.MemoryTransport(), outbox=outbox)
+    mailer.enqueue(alert(*outsiders(10)))
+    monkeypatch.setattr(LogSync, "begin", interrupted)
+    monkeypatch.setattr(outbox, "release", locked)
+    with pytest.raises(KeyboardInterrupt):
+        mailer.deliver_queued()
+    assert outbox.status().sending == 10
+    assert "10 lease(s) kept until they run out: database is locked" in caplog.text
+
+
 # --- asyncio ------------------------------------------------------------------------
 
 

@@ -26,7 +26,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -348,8 +348,15 @@ class SqliteOutbox(SqliteFile):
                 # Interrupted (Ctrl-C) once the leases may be committed, before the
                 # caller has them: given back, not held until they run out.
                 if claims:
-                    with suppress(Exception):
+                    try:
                         self.release(claims)
+                    except Exception as error:  # the interrupt is what the caller hears of
+                        logger.warning(
+                            "outbox %s: %d lease(s) kept until they run out: %s",
+                            self.path,
+                            len(claims),
+                            error,
+                        )
                 raise
         return claims
 

@@ -327,15 +327,15 @@ class SmtpDriver(_Lifecycle, Generic[C]):
         the outcome that ``lane`` has being recorded, if any (`Record`).
         """
         client = connection.client
+        event: Event | None = None  # none yet: ask the core first
         while True:
-            event = client.next_event()
             if event is NEED_DATA:
-                # Outside the I/O errors' handling below: neither is the connection's.
+                # Outside the handling of I/O errors below: neither is the connection's.
                 if lane is not None and client.has_message_to_send:
                     yield from self._recorded(lane)  # which may take the next envelope
                 if ahead is not None and client.can_mail_ahead:
                     yield from ahead()
-            elif not isinstance(event, StartTls):
+            elif event is not None and not isinstance(event, StartTls):
                 return event
             try:
                 if event is NEED_DATA:
@@ -343,9 +343,10 @@ class SmtpDriver(_Lifecycle, Generic[C]):
                     if time_left <= 0:
                         raise TimeoutError("timed out")
                     client.receive_data((yield Read(connection, time_left, idle)))
-                else:
+                elif event is not None:
                     yield Secure(connection)
                     client.tls_started()
+                event = client.next_event()  # which may ask for an OAuth2 token
             except OSError as error:  # timeouts, resets, TLS and certificate errors
                 client.connection_failed(error)
                 return client.next_event()
