@@ -68,6 +68,19 @@ def driven(facade: Facade, transport: nm.MemoryTransport, outbox: nm.SqliteOutbo
     return facade.mailer(SETTINGS, transport=transport, outbox=outbox)
 
 
+def sent_in(path: Path) -> int:
+    """How many envelopes the outbox file at ``path`` says are sent, read from a
+    connection of its own (what another process would see)."""
+    connection = sqlite3.connect(path)
+    try:
+        (sent,) = connection.execute(
+            "SELECT count(*) FROM outbox_envelope WHERE state = 3"
+        ).fetchone()
+    finally:
+        connection.close()
+    return int(sent)
+
+
 class SettleHook(nm.SqliteOutbox):
     """An outbox that calls ``before_settle`` ahead of recording each outcome."""
 
@@ -225,14 +238,7 @@ def test_each_outcome_is_committed_before_the_next_envelope_is_sent(
 
         @override
         def deliver(self, envelope: nm.Envelope) -> nm.Delivery:
-            connection = sqlite3.connect(tmp_path / "mail.db")
-            try:
-                (sent,) = connection.execute(
-                    "SELECT count(*) FROM outbox_envelope WHERE state = 3"
-                ).fetchone()
-            finally:
-                connection.close()
-            self.committed_before.append(sent)
+            self.committed_before.append(sent_in(tmp_path / "mail.db"))
             return super().deliver(envelope)
 
     witness = Witness()
@@ -255,14 +261,7 @@ class Witness(RecordingHandler):
 
     @override
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        connection = sqlite3.connect(self.path)
-        try:
-            (sent,) = connection.execute(
-                "SELECT count(*) FROM outbox_envelope WHERE state = 3"
-            ).fetchone()
-        finally:
-            connection.close()
-        self.sent_before.append(sent)
+        self.sent_before.append(sent_in(self.path))
         self.mail_behind.append(b"MAIL FROM" in bytes(server._reader._buffer))
         return await super().handle_DATA(server, session, envelope)
 

@@ -48,7 +48,14 @@ from notifymail.policy import (
     plan_delivery,
     suggest_recipients,
 )
-from notifymail.transport.base import ASYNC_PACER, PACER, AsyncTransport, Transport, uncancelled
+from notifymail.transport.base import (
+    ASYNC_PACER,
+    PACER,
+    AsyncTransport,
+    Transport,
+    finished,
+    uncancelled,
+)
 from notifymail.values import Delivery, Envelope
 
 if TYPE_CHECKING:
@@ -860,10 +867,7 @@ class _StoreThread:
 
     async def call(self, function: Callable[[], object]) -> object:
         """`answer`'s value; a cancellation that came meanwhile is raised after the call."""
-        value, cancelled = await self.answer(function)
-        if cancelled is not None:
-            raise cancelled
-        return value
+        return await finished(self.submit(function))
 
     def close(self) -> None:
         """Let the thread end once the calls asked are made."""

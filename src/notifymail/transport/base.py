@@ -120,6 +120,14 @@ async def uncancelled(future: asyncio.Future[T]) -> tuple[T, asyncio.CancelledEr
         return future.result(), cancelled
 
 
+async def finished(future: asyncio.Future[T]) -> T:
+    """`uncancelled`'s result; a cancellation that came meanwhile is raised after it."""
+    value, cancelled = await uncancelled(future)
+    if cancelled is not None:
+        raise cancelled
+    return value
+
+
 # The throttle of the mailer whose send is under way in this thread or task, installed by
 # the mailer around each hand-over: a transport shared by mailers paces each one's sends
 # by that mailer's own throttle, and the pool's threads and tasks all see it.
@@ -437,9 +445,7 @@ class AsyncTransport(_Lifecycle, abc.ABC):
             except DeliveryError as error:
                 outcome = error
             if (recording := feed.done(envelope, outcome)) is not None:
-                _, cancelled = await uncancelled(recording)
-                if cancelled is not None:
-                    raise cancelled
+                await finished(recording)
 
     async def _apace(self, recipients: int) -> None:
         """Wait until ``recipients`` more fit the sending mailer's throttle, as ``_pace``."""
